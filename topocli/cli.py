@@ -1,0 +1,253 @@
+"""The ``topo`` command line: a thin Typer layer over the library.
+
+Each command parses and validates its options, calls one library function and prints with
+rich. Bad input raises ``TopoInputError``: one line on stderr, exit code 2, no results folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from topocli.errors import NotBuiltError, TopoInputError
+
+app = typer.Typer(
+    name="topo",
+    help=(
+        "In-silico localizer screening on topographic neural networks.\n\n"
+        "Typical chain: topo train -> topo localize -> topo screen -> topo intervene -> "
+        "topo compare. Every command writes one results folder (--out) with CSV tables, "
+        "NIfTI sheet maps, report.html and manifest.json; the next command can read it."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+# ---------------------------------------------------------------------- shared options
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model", "-m",
+        help="Checkpoint folder, Hugging Face model folder, hub id from the local cache, "
+        "'minilm' (the shipped topographic default) or 'minilm-control' (identity adaptors).",
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
+DtypeOpt = Annotated[str, typer.Option(help="float32 | bfloat16 | float16 (weights on GPU).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Stimuli per forward pass.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed for every random choice.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Results folder to write.")]
+OverwriteOpt = Annotated[bool, typer.Option(help="Replace a non-empty --out folder.")]
+DebugOpt = Annotated[bool, typer.Option(help="Show tracebacks on errors.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
+TrustOpt = Annotated[
+    bool, typer.Option(help="Allow a model's own Python code to run (only if you trust it).")
+]
+
+
+class Context:
+    """Resolved global options shared by every command."""
+
+    def __init__(self, model, device, dtype, batch_size, seed, out, overwrite, quiet,
+                 trust_remote_code=False):
+        self.model_spec = model
+        self.device_name = device
+        self.dtype_name = dtype
+        self.batch_size = batch_size
+        self.seed = seed
+        self.out = out
+        self.overwrite = overwrite
+        self.quiet = quiet
+        self.trust_remote_code = trust_remote_code
+
+    def load_model(self, **build_options):
+        import torch
+
+        from topocli.checkpoint import resolve_model
+        from topocli.model import resolve_device, resolve_dtype, seed_everything
+
+        seed_everything(self.seed)
+        device = resolve_device(self.device_name)
+        dtype = resolve_dtype(self.dtype_name)
+        if device.type == "cpu" and dtype != torch.float32:
+            raise TopoInputError(f"--dtype {self.dtype_name} is for GPUs; use float32 on CPU")
+        with self.status("loading model"):
+            model = resolve_model(
+                self.model_spec, dtype=dtype, trust_remote_code=self.trust_remote_code,
+                **build_options,
+            )
+        return model.to(device)
+
+    def status(self, text: str):
+        from contextlib import nullcontext
+
+        return nullcontext() if self.quiet else err.status(text)
+
+    def progress(self):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        if self.quiet:
+            return _NoProgress()
+        return Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
+        )
+
+    def require_out(self, default: str) -> Path:
+        return self.out if self.out is not None else Path(default)
+
+
+class _NoProgress:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+# ---------------------------------------------------------------------- commands
+@app.command()
+def info(
+    model_arg: Annotated[str | None, typer.Argument(metavar="[MODEL]", help="Same as --model.")]
+    = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "float32",
+    batch_size: BatchOpt = 32,
+    seed: SeedOpt = 0,
+    out: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+    debug: DebugOpt = False,
+    quiet: QuietOpt = False,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Show a model's areas, units per area and sheet layout; --out writes the layout PNG.
+
+    Example: topo info minilm --out layout/
+    """
+    ctx = Context(model_arg or model, device, dtype, batch_size, seed, out, overwrite, quiet,
+                  trust_remote_code)
+    from topocli.info import run_info
+
+    run_info(ctx, out_console=out_console())
+
+
+def out_console() -> Console:
+    return out
+
+
+def _not_built(name: str, issue: int) -> None:
+    raise NotBuiltError(f"`topo {name}` is not built yet (tracked in issue {issue})")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train() -> None:
+    """Fine-tune a model into a topographic one with the spatial smoothness loss."""
+    _not_built("train", 3)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def smooth() -> None:
+    """Smooth a sheet map from a results folder with a Gaussian of FWHM in mm."""
+    _not_built("smooth", 4)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def localize() -> None:
+    """Run a localizer: contrast t-maps, FDR, clusters, Moran's I, split-half fROI profiles."""
+    _not_built("localize", 4)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def screen() -> None:
+    """Screen many category sets in one pass and rank their clusters by novelty."""
+    _not_built("screen", 5)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def intervene() -> None:
+    """Ablate, steer or stimulate sheet clusters with controls and behavioural read-outs."""
+    _not_built("intervene", 6)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def compare() -> None:
+    """Compare model localizer results with human fMRI localizer data."""
+    _not_built("compare", 7)
+
+
+# ---------------------------------------------------------------------- entry point
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: maps errors to one line and an exit code."""
+    import click
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    _quiet_libraries()
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="topo", standalone_mode=False)
+    except TopoInputError as exc:
+        if debug:
+            raise
+        err.print(f"[bold red]topo: error:[/] {_one_line(str(exc))}", soft_wrap=True)
+        return 2
+    except NotBuiltError as exc:
+        err.print(f"[bold yellow]topo:[/] {exc}", soft_wrap=True)
+        return 1
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        if debug:
+            raise
+        err.print(f"[bold red]topo: error:[/] {_one_line(exc.format_message())}", soft_wrap=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err.print("topo: aborted")
+        return 130
+    except KeyboardInterrupt:
+        err.print("topo: interrupted")
+        return 130
+    return 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
