@@ -196,7 +196,10 @@ def resolve_model(
         spec = CONTROL_MODEL
     if spec == CONTROL_MODEL:
         model = build_topo_model(
-            embedded_base_path(), mode="adaptor", adaptor_noise=0.0, dtype=dtype,
+            embedded_base_path(),
+            mode="adaptor",
+            adaptor_noise=0.0,
+            dtype=dtype,
             **{k: v for k, v in build_options.items() if k != "mode"},
         )
         model.source["base_model"] = EMBEDDED_BASE

@@ -30,14 +30,17 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+# piped output (batch jobs, logs) gets wide tables instead of rich's 80-column default
+_WIDTH = None if sys.stdout.isatty() else 160
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+out = Console(highlight=False, width=_WIDTH)
 
 # ---------------------------------------------------------------------- shared options
 ModelOpt = Annotated[
     str | None,
     typer.Option(
-        "--model", "-m",
+        "--model",
+        "-m",
         help="Checkpoint folder, Hugging Face model folder, hub id from the local cache, "
         "'minilm' (the shipped topographic default) or 'minilm-control' (identity adaptors).",
     ),
@@ -58,8 +61,9 @@ TrustOpt = Annotated[
 class Context:
     """Resolved global options shared by every command."""
 
-    def __init__(self, model, device, dtype, batch_size, seed, out, overwrite, quiet,
-                 trust_remote_code=False):
+    def __init__(
+        self, model, device, dtype, batch_size, seed, out, overwrite, quiet, trust_remote_code=False
+    ):
         self.model_spec = model
         self.device_name = device
         self.dtype_name = dtype
@@ -83,7 +87,9 @@ class Context:
             raise TopoInputError(f"--dtype {self.dtype_name} is for GPUs; use float32 on CPU")
         with self.status("loading model"):
             model = resolve_model(
-                self.model_spec, dtype=dtype, trust_remote_code=self.trust_remote_code,
+                self.model_spec,
+                dtype=dtype,
+                trust_remote_code=self.trust_remote_code,
                 **build_options,
             )
         return model.to(device)
@@ -106,8 +112,13 @@ class Context:
         if self.quiet:
             return _NoProgress()
         return Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
         )
 
     def require_out(self, default: str) -> Path:
@@ -138,8 +149,9 @@ def _quiet_libraries() -> None:
 # ---------------------------------------------------------------------- commands
 @app.command()
 def info(
-    model_arg: Annotated[str | None, typer.Argument(metavar="[MODEL]", help="Same as --model.")]
-    = None,
+    model_arg: Annotated[
+        str | None, typer.Argument(metavar="[MODEL]", help="Same as --model.")
+    ] = None,
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
@@ -155,8 +167,17 @@ def info(
 
     Example: topo info minilm --out layout/
     """
-    ctx = Context(model_arg or model, device, dtype, batch_size, seed, out, overwrite, quiet,
-                  trust_remote_code)
+    ctx = Context(
+        model_arg or model,
+        device,
+        dtype,
+        batch_size,
+        seed,
+        out,
+        overwrite,
+        quiet,
+        trust_remote_code,
+    )
     from topocli.info import run_info
 
     run_info(ctx, out_console=out_console())

@@ -50,20 +50,26 @@ def prepare_batch(model: TopoModel, stimuli: list[Stimulus], indices: np.ndarray
     if proc is None:
         have = ", ".join(sorted(model.processors)) or "none"
         where = stimuli[0].path.parent if stimuli[0].path is not None else None
-        raise TopoInputError(
-            f"{modality} stimuli, but this model takes {have}", where
-        )
+        raise TopoInputError(f"{modality} stimuli, but this model takes {have}", where)
     device = model.device
     masks: list[torch.Tensor] = []
     if modality == "text":
-        limit = min(int(getattr(proc, "model_max_length", MAX_TEXT_TOKENS) or 0) or
-                    MAX_TEXT_TOKENS, MAX_TEXT_TOKENS)
+        limit = min(
+            int(getattr(proc, "model_max_length", MAX_TEXT_TOKENS) or 0) or MAX_TEXT_TOKENS,
+            MAX_TEXT_TOKENS,
+        )
         enc = proc(
-            [s.text for s in stimuli], padding=True, truncation=True, max_length=limit,
+            [s.text for s in stimuli],
+            padding=True,
+            truncation=True,
+            max_length=limit,
             return_tensors="pt",
         )
-        inputs = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask",
-                                                                     "token_type_ids")}
+        inputs = {
+            k: v.to(device)
+            for k, v in enc.items()
+            if k in ("input_ids", "attention_mask", "token_type_ids")
+        }
         masks.append(enc["attention_mask"].bool().to(device))
     elif modality == "image":
         images = [load_image(s.path) for s in stimuli]
@@ -72,8 +78,15 @@ def prepare_batch(model: TopoModel, stimuli: list[Stimulus], indices: np.ndarray
     else:
         rate = int(getattr(proc, "sampling_rate", 16000))
         waves = [load_audio(s.path, rate) for s in stimuli]
-        enc = proc(waves, sampling_rate=rate, return_tensors="pt", padding=True,
-                   return_attention_mask=True)
+        # Whisper-style extractors need their fixed window; others pad to the longest clip
+        padding = "max_length" if hasattr(proc, "nb_max_frames") else True
+        enc = proc(
+            waves,
+            sampling_rate=rate,
+            return_tensors="pt",
+            padding=padding,
+            return_attention_mask=True,
+        )
         inputs = {}
         for key in ("input_values", "input_features"):
             if key in enc:
@@ -192,8 +205,13 @@ def cache_key(model: TopoModel, stim_set: StimulusSet, pooling: str) -> str:
     ident.pop("name", None)
     ident.pop("checkpoint", None)
     payload = json.dumps(
-        {"model": ident, "stimuli": stim_set.content_hash(), "pooling": pooling,
-         "max_tokens": MAX_TEXT_TOKENS, "version": 1},
+        {
+            "model": ident,
+            "stimuli": stim_set.content_hash(),
+            "pooling": pooling,
+            "max_tokens": MAX_TEXT_TOKENS,
+            "version": 1,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()

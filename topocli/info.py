@@ -50,7 +50,8 @@ def model_summary(model: TopoModel) -> dict:
         f"{sheet.mm_per_unit:g} mm per unit "
         f"({sheet.grid_shape[0] * sheet.mm_per_unit:g} x "
         f"{sheet.grid_shape[1] * sheet.mm_per_unit:g} mm)",
-        "position permutation": "none" if sheet.permutation_seed is None
+        "position permutation": "none"
+        if sheet.permutation_seed is None
         else f"seed {sheet.permutation_seed}",
     }
 
@@ -69,8 +70,22 @@ def run_info(ctx, out_console: Console) -> None:
         for col in ("area", "stream", "n_units", "rows", "cols", "row0", "col0", "x_mm", "y_mm"):
             t.add_column(col, justify="left" if col in ("area", "stream") else "right")
         for _, r in table.iterrows():
-            t.add_row(*(str(r[c]) for c in ("area", "stream", "n_units", "rows", "cols", "row0",
-                                             "col0", "x_mm", "y_mm")))
+            t.add_row(
+                *(
+                    str(r[c])
+                    for c in (
+                        "area",
+                        "stream",
+                        "n_units",
+                        "rows",
+                        "cols",
+                        "row0",
+                        "col0",
+                        "x_mm",
+                        "y_mm",
+                    )
+                )
+            )
         out_console.print(t)
     if ctx.out is None:
         return

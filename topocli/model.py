@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -91,8 +90,11 @@ def discover_blocks(model: nn.Module) -> list[Block]:
         widths = [_norm_width(child) for child in mod]
         if any(w is None for w in widths):
             continue
-        if not any(isinstance(m, nn.Linear) or "conv1d" in type(m).__name__.lower()
-                   for m in mod[0].modules()):
+        # a transformer block attends; conv front ends and MLP stacks are not areas
+        if not any(
+            "attention" in type(m).__name__.lower() or "attn" in type(m).__name__.lower()
+            for m in mod[0].modules()
+        ):
             continue
         stream = _stream_of(path, model_type)
         for i, child in enumerate(mod):
@@ -208,7 +210,8 @@ class TopoModel(nn.Module):
         self.source = source or {}
         gen = torch.Generator().manual_seed(seed)
         self.adaptors = nn.ModuleList(
-            [Adaptor(b.n_units, self.adaptor_noise, gen) for b in blocks] if mode == "adaptor"
+            [Adaptor(b.n_units, self.adaptor_noise, gen) for b in blocks]
+            if mode == "adaptor"
             else []
         )
         self.hook_points = {b.name: HookPoint(b.name, k, b.n_units) for k, b in enumerate(blocks)}
@@ -299,8 +302,7 @@ class TopoModel(nn.Module):
         if not records:
             raise TopoInputError(f"no recorded area ran for {modality} input")
         parts = [
-            records[k] if k in records
-            else torch.zeros(batch, b.n_units, device=self.device)
+            records[k] if k in records else torch.zeros(batch, b.n_units, device=self.device)
             for k, b in enumerate(self.blocks)
         ]
         return out, torch.cat(parts, dim=1)
@@ -309,7 +311,9 @@ class TopoModel(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def adaptor_state(self) -> dict[str, torch.Tensor]:
-        return {b.name: a.weight.detach().cpu().contiguous() for b, a in zip(self.blocks, self.adaptors)}
+        return {
+            b.name: a.weight.detach().cpu().contiguous() for b, a in zip(self.blocks, self.adaptors)
+        }
 
     def load_adaptor_state(self, state: dict[str, torch.Tensor], source: str | Path) -> None:
         for b, a in zip(self.blocks, self.adaptors):
@@ -355,7 +359,8 @@ def resolve_base(spec: str | Path) -> Path:
 def weights_fingerprint(folder: Path) -> str:
     """sha256 over the weight files of a model folder (cached by path, size and mtime)."""
     files = sorted(
-        p for p in folder.iterdir()
+        p
+        for p in folder.iterdir()
         if p.suffix in {".safetensors", ".bin", ".pt", ".pth", ".ckpt"} and p.is_file()
     )
     if not files:
@@ -524,7 +529,8 @@ def select_blocks(blocks: list[Block], areas: Sequence[str] | None) -> list[Bloc
         if not members:
             raise TopoInputError(
                 f"unknown area {spec!r}; blocks are {', '.join(by_name)} "
-                "(or use STREAM:i,j with streams " + ", ".join(sorted({b.stream for b in blocks}))
+                "(or use STREAM:i,j with streams "
+                + ", ".join(sorted({b.stream for b in blocks}))
                 + ")"
             )
         try:
@@ -532,7 +538,10 @@ def select_blocks(blocks: list[Block], areas: Sequence[str] | None) -> list[Bloc
         except (ValueError, IndexError) as exc:
             raise TopoInputError(f"bad block index in {spec!r} ({len(members)} blocks)") from exc
         chosen.extend(picks)
-    return list(dict.fromkeys(chosen))
+    unique: dict[str, Block] = {}
+    for b in chosen:
+        unique.setdefault(b.name, b)
+    return list(unique.values())
 
 
 def _revision_of(path: Path) -> str | None:
@@ -563,5 +572,5 @@ def resolve_dtype(name: str) -> torch.dtype:
 
 
 def seed_everything(seed: int) -> None:
-    np.random.seed(seed % (2**32))
+    """Seed torch's global generator (library code passes explicit numpy Generators)."""
     torch.manual_seed(seed)

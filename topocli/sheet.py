@@ -270,7 +270,7 @@ class Sheet:
 
     @classmethod
     def load(cls, path: str | Path) -> Sheet:
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         path = Path(path)
         if not path.is_file():
@@ -279,7 +279,7 @@ class Sheet:
             with safe_open(str(path), framework="numpy") as f:
                 meta = json.loads((f.metadata() or {})["sheet"])
                 arrays = {k: f.get_tensor(k) for k in ("area", "row", "col")}
-        except (KeyError, ValueError, OSError, json.JSONDecodeError) as exc:
+        except (KeyError, ValueError, OSError, SafetensorError) as exc:
             raise TopoInputError(f"not a topo sheet file ({exc})", path) from exc
         if meta.get("format") != SHEET_FORMAT:
             raise TopoInputError(f"unsupported sheet format {meta.get('format')}", path)

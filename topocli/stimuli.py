@@ -170,8 +170,9 @@ def _read_text_lines(path: Path) -> list[str]:
 
 def _condition_stimuli(condition: str, folder: Path) -> list[Stimulus]:
     files = sorted(
-        p for p in folder.iterdir() if p.is_file() and p.name not in IGNORED_NAMES and
-        not p.name.startswith(".")
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.name not in IGNORED_NAMES and not p.name.startswith(".")
     )
     stimuli: list[Stimulus] = []
     for path in files:
@@ -179,7 +180,9 @@ def _condition_stimuli(condition: str, folder: Path) -> list[Stimulus]:
         if modality == "text":
             for lineno, line in enumerate(_read_text_lines(path), start=1):
                 if line:
-                    stimuli.append(Stimulus(condition, 0, "text", text=line, path=path, line=lineno))
+                    stimuli.append(
+                        Stimulus(condition, 0, "text", text=line, path=path, line=lineno)
+                    )
         else:
             stimuli.append(Stimulus(condition, 0, modality, path=path))
     return stimuli
@@ -227,7 +230,9 @@ def load_stimulus_set(source: str | Path, conditions: Sequence[str] | None = Non
             stimuli = _condition_stimuli(root.name, root)
         if not stimuli:
             raise TopoInputError("stimulus folder is empty", root)
-        stim_set = StimulusSet(root, _assign_splits(stimuli), [s.name for s in subdirs] or [root.name])
+        stim_set = StimulusSet(
+            root, _assign_splits(stimuli), [s.name for s in subdirs] or [root.name]
+        )
     stim_set.modality  # noqa: B018  (raises on mixed modalities)
     if conditions is not None:
         stim_set = stim_set.subset(conditions)
@@ -312,3 +317,26 @@ def load_audio(path: Path, sample_rate: int) -> np.ndarray:
         g = gcd(int(rate), int(sample_rate))
         wave = resample_poly(wave, sample_rate // g, rate // g).astype(np.float32)
     return wave
+
+
+def load_condition_folders(
+    folders: dict[str, str | Path], root: str | Path | None = None
+) -> StimulusSet:
+    """Build one stimulus set from a folder per condition (e.g. a localizer's definition).
+
+    Each folder's files are read as one condition named by the mapping's key, so a localizer
+    can reuse another localizer's stimuli without copying them.
+    """
+    stimuli: list[Stimulus] = []
+    for condition, folder in folders.items():
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise TopoInputError(f"stimulus folder for condition {condition!r} not found", folder)
+        found = _condition_stimuli(condition, folder)
+        if not found:
+            raise TopoInputError(f"condition {condition!r} has no stimuli", folder)
+        stimuli.extend(found)
+    base = Path(root) if root is not None else Path(next(iter(folders.values()))).parent
+    stim_set = StimulusSet(base, _assign_splits(stimuli), list(folders))
+    stim_set.modality  # noqa: B018  (raises on mixed modalities)
+    return stim_set

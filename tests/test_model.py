@@ -1,0 +1,130 @@
+"""TopoModel on tiny random models of every family."""
+
+import numpy as np
+import pytest
+import torch
+
+from topocli.errors import TopoInputError
+from topocli.extraction import extract, prepare_batch
+from topocli.model import build_topo_model, discover_blocks, select_blocks
+from topocli.stimuli import load_stimulus_set
+
+FAMILY_MODALITIES = {
+    "bert": {"text"},
+    "gpt2": {"text"},
+    "qwen2": {"text"},
+    "vit": {"image"},
+    "clip": {"text", "image"},
+    "wav2vec2": {"audio"},
+    "whisper": {"audio"},
+}
+
+
+@pytest.mark.parametrize("family", list(FAMILY_MODALITIES))
+def test_every_family_extracts_right_shapes(family, tiny_model_dir, stimulus_dirs):
+    model = build_topo_model(tiny_model_dir(family))
+    assert model.modalities == FAMILY_MODALITIES[family]
+    assert len(model.blocks) >= 2
+    assert model.sheet.n_units == sum(b.n_units for b in model.blocks)
+    for modality in model.modalities:
+        stim = load_stimulus_set(stimulus_dirs[modality])
+        result = extract(model, stim, batch_size=3)
+        assert result.stats.mean.shape == (4, model.sheet.n_units)
+        assert result.stats.count.sum() == len(stim)
+        ran = [
+            k
+            for k, b in enumerate(model.blocks)
+            if (b.stream == "vision") == (modality == "image") or family != "clip"
+        ]
+        for k in ran:
+            sl = model.sheet.area_slice(k)
+            assert np.isfinite(result.stats.mean[:, sl]).all()
+            assert result.stats.mean[:, sl].std() > 0
+
+
+def test_clip_streams_sit_side_by_side(tiny_model_dir):
+    model = build_topo_model(tiny_model_dir("clip"))
+    assert model.sheet.stages == [["text", "vision"]]
+    streams = {a.stream: a.col0 for a in model.sheet.areas}
+    assert streams["text"] == 0 and streams["vision"] > 0
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2", "vit"])
+def test_identity_adaptors_leave_outputs_unchanged(family, tiny_model_dir, stimulus_dirs):
+    exact = build_topo_model(tiny_model_dir(family), adaptor_noise=0.0)
+    noisy = build_topo_model(tiny_model_dir(family), adaptor_noise=1e-2, seed=1)
+    modality = next(iter(exact.modalities))
+    stim = load_stimulus_set(stimulus_dirs[modality])
+    batch = prepare_batch(exact, stim.stimuli[:4], np.arange(4))
+    with torch.no_grad():
+        exact.remove_hooks()  # the bare backbone, no hooks at all
+        base = exact.forward(batch.inputs, modality)
+        exact_again = build_topo_model(tiny_model_dir(family), adaptor_noise=0.0)
+        out_exact, _ = exact_again.record(batch.inputs, modality, masks=batch.masks)
+        out_noisy, _ = noisy.record(batch.inputs, modality, masks=batch.masks)
+    key = "logits" if hasattr(base, "logits") else "last_hidden_state"
+    assert torch.equal(getattr(out_exact, key), getattr(base, key))
+    torch.testing.assert_close(getattr(out_noisy, key), getattr(base, key), atol=1e-4, rtol=1e-4)
+    # the noisy adaptor really changes the sheet activation Z = X W
+    assert not torch.equal(noisy.adaptors[0].weight, torch.eye(noisy.blocks[0].n_units))
+
+
+def test_pooling_equals_hand_computation(tiny_model_dir, stimulus_dirs):
+    model = build_topo_model(tiny_model_dir("bert"), mode="direct")
+    stim = load_stimulus_set(stimulus_dirs["text"])
+    batch = prepare_batch(model, stim.stimuli[:5], np.arange(5))
+    with torch.no_grad():
+        _, mean_acts = model.record(batch.inputs, "text", "mean", batch.masks)
+        _, last_acts = model.record(batch.inputs, "text", "last", batch.masks)
+        hidden = model.backbone(**batch.inputs, output_hidden_states=True).hidden_states
+    mask = batch.inputs["attention_mask"].numpy().astype(bool)
+    assert (~mask).any(), "the batch must contain padding for this test to mean anything"
+    for k in range(2):
+        h = hidden[k + 1].numpy()  # hidden_states[0] is the embeddings
+        sl = model.sheet.area_slice(k)
+        for i in range(5):
+            tokens = h[i][mask[i]]
+            np.testing.assert_allclose(mean_acts[i, sl].numpy(), tokens.mean(0), atol=1e-5)
+            np.testing.assert_allclose(last_acts[i, sl].numpy(), tokens[-1], atol=1e-6)
+
+
+def test_edits_change_only_chosen_units_and_removal_restores(tiny_model_dir, stimulus_dirs):
+    model = build_topo_model(tiny_model_dir("gpt2"), adaptor_noise=0.0)
+    stim = load_stimulus_set(stimulus_dirs["text"])
+    batch = prepare_batch(model, stim.stimuli[:4], np.arange(4))
+    chosen = torch.tensor([1, 5, 7])
+
+    def ablate(z):
+        z = z.clone()
+        z[..., chosen] = 0
+        return z
+
+    with torch.no_grad():
+        out0, acts0 = model.record(batch.inputs, "text", masks=batch.masks)
+        remove = model.hook_points[model.blocks[1].name].add_edit(ablate)
+        out1, acts1 = model.record(batch.inputs, "text", masks=batch.masks)
+        remove()
+        out2, acts2 = model.record(batch.inputs, "text", masks=batch.masks)
+    sl = model.sheet.area_slice(1)
+    changed = (acts0 != acts1).any(0).nonzero().flatten()
+    assert set(changed.tolist()) == {sl.start + int(c) for c in chosen}
+    assert torch.equal(acts0[:, : sl.start], acts1[:, : sl.start])  # earlier area untouched
+    assert not torch.equal(out0.logits, out1.logits)
+    assert torch.equal(out0.logits, out2.logits) and torch.equal(acts0, acts2)
+
+
+def test_area_selection(tiny_model_dir):
+    model = build_topo_model(tiny_model_dir("clip"), areas=["vision:1", "text:0"])
+    assert [b.name for b in model.blocks] == [
+        "vision_model.encoder.layers.1",
+        "text_model.encoder.layers.0",
+    ]
+    blocks = discover_blocks(model.backbone)
+    with pytest.raises(TopoInputError, match="unknown area"):
+        select_blocks(blocks, ["nonsense"])
+
+
+def test_direct_mode_freezes_backbone_adaptor_mode_trains_only_w(tiny_model_dir):
+    adaptor = build_topo_model(tiny_model_dir("bert"), mode="adaptor")
+    assert all(p.requires_grad is False for p in adaptor.backbone.parameters())
+    assert [p.shape for p in adaptor.trainable_parameters()] == [(32, 32), (32, 32)]

@@ -1,0 +1,204 @@
+"""Smoothing on the sheet against scipy.ndimage.gaussian_filter as normalised convolution."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from topocli.errors import TopoInputError
+from topocli.sheet import AreaSpec, Sheet
+from topocli.smoothing import fwhm_to_sigma, gaussian_kernel1d, smooth_map, smooth_units
+
+SPECS = [AreaSpec("a", 300), AreaSpec("b", 210), AreaSpec("c", 77)]
+
+
+def _stacked(mm_per_unit: float = 1.0, permutation_seed: int | None = None) -> Sheet:
+    return Sheet.build(
+        SPECS, "stacked", mm_per_unit=mm_per_unit, width=20, permutation_seed=permutation_seed
+    )
+
+
+def _tiled(mm_per_unit: float = 1.0) -> Sheet:
+    return Sheet.build(SPECS, "tiled", mm_per_unit=mm_per_unit)
+
+
+def _oracle(x: np.ndarray, sheet: Sheet, fwhm: float, masks: list[np.ndarray]) -> np.ndarray:
+    """scipy: gaussian_filter(x*m) / gaussian_filter(m), read at the mask's units, per mask."""
+    sigma = fwhm_to_sigma(fwhm, sheet.mm_per_unit)
+    out = np.full(x.shape, np.nan)
+    for mask_units in masks:
+        for b in range(x.shape[0]):
+            grid = np.nan_to_num(sheet.to_grid(np.where(mask_units, x[b], 0.0)), nan=0.0)
+            m = sheet.to_grid(mask_units.astype(float), fill=0.0)
+            num = ndimage.gaussian_filter(grid * m, sigma, mode="constant", truncate=3.0)
+            den = ndimage.gaussian_filter(m, sigma, mode="constant", truncate=3.0)
+            with np.errstate(invalid="ignore", divide="ignore"):  # den = 0 far from the mask
+                vals = sheet.from_grid(num) / sheet.from_grid(den)
+            out[b, mask_units] = vals[mask_units]
+    return out
+
+
+def _area_masks(sheet: Sheet) -> list[np.ndarray]:
+    return [sheet.area == k for k in range(len(sheet.areas))]
+
+
+def test_fwhm_to_sigma_formula():
+    assert fwhm_to_sigma(math.sqrt(8 * math.log(2)), 1.0) == pytest.approx(1.0)
+    assert fwhm_to_sigma(4.0, 0.5) == pytest.approx(4.0 / 2.3548200450309493 / 0.5)
+    assert fwhm_to_sigma(0.0, 2.0) == 0.0
+    with pytest.raises(TopoInputError):
+        fwhm_to_sigma(-1.0, 1.0)
+    with pytest.raises(TopoInputError):
+        fwhm_to_sigma(2.0, 0.0)
+
+
+@pytest.mark.parametrize("sigma", [0.4, 1.0, 1.7, 3.4])
+def test_kernel_matches_scipy(sigma):
+    k = gaussian_kernel1d(sigma)
+    radius = int(3 * sigma + 0.5)
+    assert k.size == 2 * radius + 1
+    delta = np.zeros(4 * radius + 3)
+    delta[delta.size // 2] = 1.0
+    ref = ndimage.gaussian_filter1d(delta, sigma, mode="constant", truncate=3.0)
+    mid = delta.size // 2
+    np.testing.assert_allclose(k, ref[mid - radius : mid + radius + 1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("fwhm", [1.0, 2.5, 4.0, 8.0])
+@pytest.mark.parametrize("mm_per_unit", [0.5, 1.0, 2.0])
+def test_within_areas_equals_scipy_normalised(fwhm, mm_per_unit):
+    sheet = _stacked(mm_per_unit)
+    rng = np.random.default_rng(int(fwhm * 10 + mm_per_unit * 100))
+    x = rng.normal(size=(3, sheet.n_units))
+    got = smooth_units(x, sheet, fwhm)
+    want = _oracle(x, sheet, fwhm, _area_masks(sheet))
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    assert not np.allclose(got, x)  # it did smooth
+
+
+@pytest.mark.parametrize("layout", ["stacked", "tiled"])
+def test_permuted_and_tiled_sheets(layout):
+    sheet = Sheet.build(SPECS, layout, mm_per_unit=1.0, width=20, permutation_seed=3)
+    x = np.random.default_rng(1).normal(size=(2, sheet.n_units))
+    got = smooth_units(x, sheet, 3.0)
+    np.testing.assert_allclose(got, _oracle(x, sheet, 3.0, _area_masks(sheet)), rtol=1e-10)
+
+
+@pytest.mark.parametrize("fwhm", [2.0, 6.0])
+def test_across_areas_equals_scipy_on_whole_mask(fwhm):
+    sheet = _stacked()
+    x = np.random.default_rng(2).normal(size=(2, sheet.n_units))
+    got = smooth_units(x, sheet, fwhm, across_areas=True)
+    want = _oracle(x, sheet, fwhm, [np.ones(sheet.n_units, dtype=bool)])
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    # ...and it differs from the area-wise result near borders
+    assert not np.allclose(got, smooth_units(x, sheet, fwhm))
+
+
+@pytest.mark.parametrize(
+    "specs",
+    [
+        SPECS,
+        [AreaSpec("a", 100), AreaSpec("b", 100), AreaSpec("c", 100)],
+    ],  # equal boxes share a conv
+    ids=["unequal", "equal"],
+)
+def test_area_wise_never_leaks_but_across_does(specs):
+    sheet = Sheet.build(specs, "stacked", width=10)
+    x = np.random.default_rng(4).normal(size=sheet.n_units)
+    spiked = x.copy()
+    a = sheet.area_slice("a")
+    last_row_of_a = np.flatnonzero((sheet.area == 0) & (sheet.row == sheet.row[a].max()))
+    spiked[last_row_of_a[3]] += 1000.0  # on the border with area b
+    base = smooth_units(x, sheet, 8.0)
+    hit = smooth_units(spiked, sheet, 8.0)
+    others = sheet.area != 0
+    assert np.array_equal(base[others], hit[others])  # exactly unchanged
+    assert not np.allclose(base[a], hit[a])
+    np.testing.assert_allclose(base, _oracle(x[None], sheet, 8.0, _area_masks(sheet))[0])
+    b = sheet.area_slice("b")
+    across = smooth_units(spiked, sheet, 8.0, across_areas=True)
+    assert not np.allclose(across[b], smooth_units(x, sheet, 8.0, across_areas=True)[b])
+
+
+def test_equal_tiles_grouped_equal_scipy():
+    sheet = Sheet.build([AreaSpec(f"l{i}", 784) for i in range(5)], "tiled", permutation_seed=0)
+    x = np.random.default_rng(8).normal(size=(2, sheet.n_units))
+    got = smooth_units(x, sheet, 2.0)
+    np.testing.assert_allclose(got, _oracle(x, sheet, 2.0, _area_masks(sheet)), rtol=1e-10)
+
+
+def test_constant_field_stays_constant_at_edges_and_holes():
+    sheet = _stacked()
+    x = np.where(sheet.area == 1, 5.0, 2.0)
+    np.testing.assert_allclose(smooth_units(x, sheet, 6.0), x, rtol=1e-12)
+
+
+def test_fwhm_zero_and_tiny_sigma_return_input():
+    sheet = _stacked()
+    x = np.random.default_rng(5).normal(size=(2, sheet.n_units))
+    assert smooth_units(x, sheet, 0.0) is x
+    assert np.array_equal(smooth_units(x, sheet, 0.1), x)  # radius int(3 sigma + .5) == 0
+
+
+def test_types_shapes_and_dtypes_are_kept():
+    sheet = _stacked()
+    x64 = np.random.default_rng(6).normal(size=(4, sheet.n_units))
+    x32 = x64.astype(np.float32)
+    ref = smooth_units(x64, sheet, 3.0)
+    out32 = smooth_units(x32, sheet, 3.0)
+    assert out32.dtype == np.float32 and out32.shape == x32.shape
+    np.testing.assert_allclose(out32, ref, rtol=1e-4, atol=1e-5)
+    t = torch.from_numpy(x32)
+    out_t = smooth_units(t, sheet, 3.0)
+    assert isinstance(out_t, torch.Tensor) and out_t.dtype == torch.float32
+    np.testing.assert_allclose(out_t.numpy(), ref, rtol=1e-4, atol=1e-5)
+    one = smooth_units(x64[1], sheet, 3.0)
+    assert one.shape == (sheet.n_units,)
+    np.testing.assert_allclose(one, ref[1], rtol=1e-12)
+    lead = smooth_units(x64.reshape(2, 2, -1), sheet, 3.0)
+    np.testing.assert_allclose(lead.reshape(4, -1), ref, rtol=1e-12)
+    bf = smooth_units(t.to(torch.bfloat16), sheet, 3.0)
+    assert bf.dtype == torch.bfloat16
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu():
+    sheet = _stacked()
+    x = torch.randn(8, sheet.n_units, dtype=torch.float32)
+    got = smooth_units(x.cuda(), sheet, 4.0, across_areas=True)
+    assert got.device.type == "cuda"
+    np.testing.assert_allclose(
+        got.cpu().numpy(), smooth_units(x, sheet, 4.0, across_areas=True).numpy(), atol=1e-5
+    )
+
+
+def test_across_areas_on_tiled_is_refused():
+    sheet = _tiled()
+    with pytest.raises(TopoInputError, match="stacked"):
+        smooth_units(np.zeros(sheet.n_units), sheet, 2.0, across_areas=True)
+
+
+def test_wrong_unit_count_is_refused():
+    sheet = _stacked()
+    with pytest.raises(TopoInputError, match="units"):
+        smooth_units(np.zeros((2, sheet.n_units + 1)), sheet, 2.0)
+
+
+@pytest.mark.parametrize("across", [False, True])
+def test_smooth_map_leaves_nans_out(across):
+    sheet = _stacked(0.5)
+    rng = np.random.default_rng(7)
+    v = rng.normal(size=sheet.n_units)
+    nan = rng.random(sheet.n_units) < 0.1
+    v[nan] = np.nan
+    got = smooth_map(v, sheet, 3.0, across_areas=across)
+    finite = ~nan
+    masks = [finite] if across else [(sheet.area == k) & finite for k in range(len(sheet.areas))]
+    want = _oracle(np.nan_to_num(v)[None], sheet, 3.0, masks)[0]
+    assert np.isnan(got[nan]).all()
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-10)
