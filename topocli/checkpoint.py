@@ -195,13 +195,8 @@ def resolve_model(
         # the trained default is not built into this install yet: say so, use the control
         spec = CONTROL_MODEL
     if spec == CONTROL_MODEL:
-        model = build_topo_model(
-            embedded_base_path(),
-            mode="adaptor",
-            adaptor_noise=0.0,
-            dtype=dtype,
-            **{k: v for k, v in build_options.items() if k != "mode"},
-        )
+        options = {"mode": "adaptor", "adaptor_noise": 0.0, **build_options}
+        model = build_topo_model(embedded_base_path(), dtype=dtype, **options)
         model.source["base_model"] = EMBEDDED_BASE
         model.source["name"] = CONTROL_MODEL
         return model

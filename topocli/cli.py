@@ -191,10 +191,91 @@ def _not_built(name: str, issue: int) -> None:
     raise NotBuiltError(f"`topo {name}` is not built yet (tracked in issue {issue})")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def train() -> None:
-    """Fine-tune a model into a topographic one with the spatial smoothness loss."""
-    _not_built("train", 3)
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="Training text/images/audio: a folder or CSV.")],
+    heldout: Annotated[
+        Path | None, typer.Option(help="Held-out stimuli for evaluation (default: every 10th).")
+    ] = None,
+    layout: Annotated[
+        str, typer.Option(help="stacked (one contiguous sheet) | tiled.")
+    ] = "stacked",
+    mm_per_unit: Annotated[float, typer.Option(help="Sheet spacing in mm.")] = 1.0,
+    sheet_width: Annotated[int | None, typer.Option(help="Stacked sheet width in units.")] = None,
+    areas: Annotated[
+        list[str] | None, typer.Option("--areas", help="Blocks to record (name or STREAM:i,j).")
+    ] = None,
+    mode: Annotated[
+        str, typer.Option(help="adaptor (train W only) | direct (train blocks).")
+    ] = "adaptor",
+    adaptor_noise: Annotated[float, typer.Option(help="W = I + noise * N(0, 1) at start.")] = 1e-3,
+    alpha: Annotated[float, typer.Option(help="Weight of the spatial loss.")] = 20.0,
+    radius_mm: Annotated[float, typer.Option(help="Neighbourhood radius in mm.")] = 5.0,
+    neighbourhoods: Annotated[int, typer.Option(help="Neighbourhoods drawn per step.")] = 32,
+    permute_positions: Annotated[
+        int | None, typer.Option(help="Seed for a random permutation of positions per area.")
+    ] = None,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 500,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per step.")] = 1,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
+    warmup: Annotated[int, typer.Option(help="Linear warm-up steps, then cosine decay.")] = 50,
+    precision: Annotated[
+        str, typer.Option(help="float32 | bfloat16 | float16 autocast on GPU.")
+    ] = "float32",
+    save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 100,
+    max_tokens: Annotated[int, typer.Option(help="Truncate text to this many tokens.")] = 128,
+    resume: Annotated[bool, typer.Option(help="Continue the checkpoint in --out.")] = False,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    batch_size: BatchOpt = 32,
+    seed: SeedOpt = 0,
+    out: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+    debug: DebugOpt = False,
+    quiet: QuietOpt = False,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Fine-tune a model into a topographic one with the spatial smoothness loss.
+
+    Loss = self-distillation to the frozen base + alpha * spatial loss, where the spatial loss
+    is 0.5 * (1 - corr(r, 1 / (1 + d))) over random neighbourhoods of the sheet. Runs unchanged
+    under torchrun / accelerate launch. Example:
+
+      topo train --data corpus/train --out my-topo-minilm --steps 600
+    """
+    from topocli.train import TrainConfig, run_train
+
+    ctx = Context(model, device, dtype, batch_size, seed, out, overwrite, quiet, trust_remote_code)
+    config = TrainConfig(
+        alpha=alpha,
+        radius_mm=radius_mm,
+        neighbourhoods=neighbourhoods,
+        steps=steps,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        lr=lr,
+        warmup=warmup,
+        precision=precision,
+        save_every=save_every,
+        seed=seed,
+        max_tokens=max_tokens,
+    )
+    run_train(
+        ctx,
+        data,
+        heldout,
+        config,
+        layout,
+        mm_per_unit,
+        sheet_width,
+        areas,
+        mode,
+        adaptor_noise,
+        permute_positions,
+        resume,
+        out_console(),
+    )
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

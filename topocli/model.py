@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -216,6 +217,7 @@ class TopoModel(nn.Module):
         )
         self.hook_points = {b.name: HookPoint(b.name, k, b.n_units) for k, b in enumerate(blocks)}
         self._recording = False
+        self._bypass = False
         self._pooling = "mean"
         self._masks: list[torch.Tensor] = []
         self._records: dict[int, torch.Tensor] = {}
@@ -230,6 +232,8 @@ class TopoModel(nn.Module):
         hook_point = self.hook_points[self.blocks[k].name]
 
         def hook(_module, _inputs, output):
+            if self._bypass:
+                return output
             x, put = _split_output(output)
             adaptor = self.adaptors[k] if self.mode == "adaptor" else None
             identity = adaptor is None or adaptor.passes_through()
@@ -258,6 +262,15 @@ class TopoModel(nn.Module):
             return z[torch.arange(z.shape[0], device=z.device), last].float()
         m = mask.to(torch.float32).unsqueeze(-1)
         return (z.float() * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+    @contextmanager
+    def bypass(self):
+        """Run the bare backbone: no adaptors, no edits, no recording (the frozen teacher)."""
+        previous, self._bypass = self._bypass, True
+        try:
+            yield
+        finally:
+            self._bypass = previous
 
     def remove_hooks(self) -> None:
         for h in self._handles:

@@ -1,0 +1,738 @@
+"""Results folders: every ``topo`` command writes exactly one, atomically.
+
+A results folder holds CSV tables, sheet maps as NIfTI, figures, a self-contained ``report.html``
+and ``manifest.json`` (command, parameters, inputs with hashes, package versions, seed, outputs
+with hashes). The next command can take the folder as input (:func:`read_manifest`,
+:func:`load_sheet_map`).
+
+Atomicity
+---------
+:class:`ResultsFolder` builds everything in a hidden temporary folder beside ``out`` (same
+filesystem) and renames it into place only when the ``with`` block ends without an exception.
+When the block raises, the temporary folder is removed and ``out`` is left exactly as it was: a
+failed command never leaves a half results folder. With ``overwrite=True`` an existing results
+folder is swapped out atomically (Linux ``renameat2(RENAME_EXCHANGE)``; elsewhere: rename the old
+one aside, rename the new one in, delete the old one). Overwriting is only allowed for a folder
+that is itself a topo results folder (it has a ``manifest.json``), so ``--out ~ --overwrite``
+cannot delete a home directory.
+
+Sheet maps as NIfTI
+-------------------
+A sheet map is a 3-D image of shape ``(cols, rows, 1)``: voxel axis ``i`` (x) is the sheet
+column, ``j`` (y) is the sheet row, ``k`` is a single slice. So ``data[col, row, 0]`` is the
+value of the unit at grid cell ``(row, col)``, NaN where no unit sits. The affine is
+``diag(mm_per_unit, mm_per_unit, mm_per_unit, 1)``: the world position of a voxel is
+``(x_mm, y_mm, 0)`` exactly as in :attr:`topocli.sheet.Sheet.positions_mm`. Several maps go in
+one 4-D image ``(cols, rows, 1, n_maps)``. Every NIfTI file has a JSON sidecar (same stem,
+``.json``) with the map names, the axis convention and the name of the sheet file
+(``sheet.safetensors``, written once per results folder) so :func:`load_sheet_map` can rebuild
+unit vectors exactly, permuted sheets included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import datetime as _dt
+import enum
+import errno
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import metadata
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from topocli.errors import TopoInputError
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+SHEET_FILE = "sheet.safetensors"
+CHUNK = 1 << 20
+VERSIONED_PACKAGES = (
+    "topo",
+    "torch",
+    "transformers",
+    "numpy",
+    "scipy",
+    "nibabel",
+    "nilearn",
+    "pandas",
+)
+
+
+# ---------------------------------------------------------------------- small utilities
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+
+    Readers see either the old file or the complete new one, never a partial write.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination file; its folder must exist.
+    data : bytes
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    """:func:`atomic_write_bytes` for text (``\\n`` line endings kept as given)."""
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_tree(path: str | Path) -> tuple[str, int, int]:
+    """One SHA-256 over a folder: sorted relative paths and file contents, streamed.
+
+    For every regular file (symlinks to files are followed, symlinked folders are not), in
+    sorted order of the POSIX relative path, the hash takes the UTF-8 path, a NUL byte, the
+    size as 8 big-endian bytes and the contents. Renaming, moving, adding or editing any file
+    changes the hash; timestamps and permissions do not.
+
+    Returns
+    -------
+    (hexdigest, n_files, n_bytes)
+    """
+    root = Path(path)
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in filenames:
+            full = Path(dirpath, name)
+            if full.is_file():
+                files.append((full.relative_to(root).as_posix(), full))
+    files.sort()
+    h = hashlib.sha256()
+    total = 0
+    for rel, full in files:
+        size = full.stat().st_size
+        total += size
+        h.update(rel.encode("utf-8") + b"\0" + size.to_bytes(8, "big"))
+        with open(full, "rb") as f:
+            for chunk in iter(lambda f=f: f.read(CHUNK), b""):
+                h.update(chunk)
+    return h.hexdigest(), len(files), total
+
+
+def describe_input(value: str | Path) -> dict[str, Any]:
+    """Path, kind and hash of one input: a file, a folder or a plain reference (e.g. hub id)."""
+    p = Path(value).expanduser()
+    if p.is_file():
+        return {
+            "path": str(p.resolve()),
+            "kind": "file",
+            "bytes": p.stat().st_size,
+            "sha256": sha256_file(p),
+        }
+    if p.is_dir():
+        digest, n_files, n_bytes = sha256_tree(p)
+        return {
+            "path": str(p.resolve()),
+            "kind": "folder",
+            "n_files": n_files,
+            "bytes": n_bytes,
+            "sha256": digest,
+        }
+    return {"path": str(value), "kind": "reference", "sha256": None}
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages a result depends on (``None`` when absent)."""
+    out: dict[str, str | None] = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    if out["topo"] is None:
+        from topocli import __version__
+
+        out["topo"] = __version__
+    out["python"] = platform.python_version()
+    return out
+
+
+def utc_now_iso() -> str:
+    """Current UTC time as ISO 8601 (``SOURCE_DATE_EPOCH`` wins when set, for reproducibility)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch is not None and epoch.strip().isdigit():
+        now = _dt.datetime.fromtimestamp(int(epoch), tz=_dt.timezone.utc)
+    else:
+        now = _dt.datetime.now(tz=_dt.timezone.utc)
+    return now.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy scalars/arrays, paths, enums, tuples and sets to JSON; NaN/inf -> None."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return sorted(to_jsonable(v) for v in obj)
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, enum.Enum):
+        return to_jsonable(obj.value)
+    if isinstance(obj, (Path, PurePosixPath)):
+        return str(obj)
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        x = float(obj)
+        return x if math.isfinite(x) else None
+    if obj is None or isinstance(obj, str):
+        return obj
+    if hasattr(obj, "__fspath__"):
+        return os.fspath(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON: {obj!r}")
+
+
+def json_dumps(obj: Any) -> str:
+    """Deterministic, strict JSON text (2-space indent, trailing newline)."""
+    return json.dumps(to_jsonable(obj), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _check_relative(name: str | Path) -> PurePosixPath:
+    rel = PurePosixPath(Path(name).as_posix())
+    if rel.is_absolute() or not rel.parts or ".." in rel.parts:
+        raise ValueError(f"results file names must be relative paths inside the folder: {name!r}")
+    return rel
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2). False when the system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    res = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    if res == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+# ---------------------------------------------------------------------- the results folder
+class ResultsFolder:
+    """Context manager that builds one results folder and renames it into place at the end.
+
+    Parameters
+    ----------
+    out : str or Path
+        Final folder. It must not exist, or be empty, or (with ``overwrite``) be an earlier topo
+        results folder. Missing parent folders are created (and removed again on failure).
+    overwrite : bool
+        Replace an existing results folder.
+
+    Examples
+    --------
+    >>> with ResultsFolder(out, overwrite=False) as rf:          # doctest: +SKIP
+    ...     rf.write_csv("clusters.csv", table)
+    ...     rf.write_sheet_nifti("tmap.nii.gz", t, sheet)
+    ...     rf.save_figure("tmap.png", plot_sheet_map(t, sheet, "t map"))
+    ...     rf.write_report(report)
+    ...     rf.write_manifest("localize", params, {"stimuli": stim_dir}, seed=0)
+    """
+
+    def __init__(self, out: str | Path, overwrite: bool = False) -> None:
+        self.out = Path(os.path.realpath(Path(out).expanduser()))
+        self.overwrite = bool(overwrite)
+        self.tmp: Path | None = None
+        self._manifest: dict[str, Any] | None = None
+        self._created_parents: list[Path] = []
+        self._sheet: Any = None
+        self._sheet_file: str | None = None
+        self.committed = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> ResultsFolder:
+        self._validate()
+        parent = self.out.parent
+        missing = []
+        p = parent
+        while not p.exists():
+            missing.append(p)
+            p = p.parent
+        self._created_parents = missing
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._remove_created_parents()
+            raise TopoInputError(
+                f"cannot create the results folder ({exc.strerror})", parent
+            ) from exc
+        if not os.access(parent, os.W_OK | os.X_OK):
+            self._remove_created_parents()
+            raise TopoInputError("folder is not writable; choose another --out", parent)
+        try:
+            tmp = tempfile.mkdtemp(dir=parent, prefix=f".{self.out.name}.tmp-")
+        except OSError as exc:
+            self._remove_created_parents()
+            raise TopoInputError(
+                f"cannot write here ({exc.strerror}); choose another --out", parent
+            ) from exc
+        os.chmod(tmp, 0o777 & ~_umask())
+        self.tmp = Path(tmp)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            self._discard()
+            return False
+        try:
+            self._commit()
+        except BaseException:
+            self._discard()
+            raise
+        return False
+
+    def _validate(self) -> None:
+        out = self.out
+        if out.exists() and not out.is_dir():
+            raise TopoInputError("exists and is not a folder; choose another --out", out)
+        if out.is_dir() and any(out.iterdir()):
+            if not self.overwrite:
+                raise TopoInputError("exists and is not empty; pass --overwrite", out)
+            if not (out / MANIFEST).is_file():
+                raise TopoInputError(
+                    "exists, is not empty and is not a topo results folder (no manifest.json); "
+                    "refusing to overwrite it",
+                    out,
+                )
+        if out == Path(out.anchor):
+            raise TopoInputError("cannot write results to a filesystem root", out)
+
+    def _discard(self) -> None:
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+        self._remove_created_parents()
+
+    def _remove_created_parents(self) -> None:
+        for p in self._created_parents:
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        self._created_parents = []
+
+    def _commit(self) -> None:
+        tmp = self._require_open()
+        if self._manifest is None:
+            raise RuntimeError("ResultsFolder: call write_manifest(...) before the block ends")
+        manifest = dict(self._manifest)
+        manifest["outputs"] = self._list_outputs()
+        (tmp / MANIFEST).write_text(json_dumps(manifest), encoding="utf-8")
+        out = self.out
+        self._validate()  # again: something may have appeared at ``out`` meanwhile
+        if out.is_dir() and any(out.iterdir()):
+            self._swap_in(tmp, out)
+        else:
+            if out.is_dir():
+                out.rmdir()
+            try:
+                os.rename(tmp, out)
+            except OSError as exc:
+                raise TopoInputError(
+                    f"cannot move results into place ({exc.strerror})", out
+                ) from exc
+        self.tmp = None
+        self.committed = True
+        self._created_parents = []
+
+    def _swap_in(self, tmp: Path, out: Path) -> None:
+        if _exchange(tmp, out):
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        aside = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+        aside.rmdir()
+        os.rename(out, aside)
+        try:
+            os.rename(tmp, out)
+        except BaseException:
+            os.rename(aside, out)
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
+
+    def _require_open(self) -> Path:
+        if self.tmp is None:
+            raise RuntimeError("ResultsFolder is not open: use it as a context manager")
+        return self.tmp
+
+    def _list_outputs(self) -> list[dict[str, Any]]:
+        tmp = self._require_open()
+        rows = []
+        for p in sorted(tmp.rglob("*"), key=lambda q: q.relative_to(tmp).as_posix()):
+            if p.is_file() and p.relative_to(tmp).as_posix() != MANIFEST:
+                rows.append(
+                    {
+                        "path": p.relative_to(tmp).as_posix(),
+                        "bytes": p.stat().st_size,
+                        "sha256": sha256_file(p),
+                    }
+                )
+        return rows
+
+    # ------------------------------------------------------------------ writers
+    def path(self, name: str | Path) -> Path:
+        """Where to write ``name`` (a relative path) now; parent folders are created."""
+        rel = _check_relative(name)
+        p = self._require_open().joinpath(*rel.parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def files(self) -> list[str]:
+        """Relative paths of the files written so far (sorted)."""
+        tmp = self._require_open()
+        return sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+
+    def write_bytes(self, name: str | Path, data: bytes) -> Path:
+        p = self.path(name)
+        p.write_bytes(data)
+        return p
+
+    def write_text(self, name: str | Path, text: str) -> Path:
+        return self.write_bytes(name, text.encode("utf-8"))
+
+    def write_csv(self, name: str | Path, df: Any) -> Path:
+        """Write a pandas DataFrame as CSV: no index, ``\\n`` line ends, UTF-8.
+
+        Floats use pandas' default shortest round-trip repr, so ``pd.read_csv`` gives back the
+        same float64 values; the same DataFrame always gives the same bytes.
+        """
+        text = df.to_csv(index=False, lineterminator="\n")
+        return self.write_text(name, text)
+
+    def write_json(self, name: str | Path, obj: Any) -> Path:
+        """Write strict JSON (numpy types, paths and enums converted; NaN becomes null)."""
+        return self.write_text(name, json_dumps(obj))
+
+    def save_figure(self, name: str | Path, fig: Any, dpi: int = 150) -> Path:
+        """Save a matplotlib Figure as PNG (or SVG/PDF by the name's suffix)."""
+        from topocli.plotting import figure_to_bytes
+
+        fmt = Path(str(name)).suffix.lstrip(".").lower() or "png"
+        return self.write_bytes(name, figure_to_bytes(fig, fmt=fmt, dpi=dpi))
+
+    def write_report(
+        self, report: Any, name: str | Path = "report.html", list_files: bool = True
+    ) -> Path:
+        """Render a :class:`topocli.report.Report` into the folder.
+
+        With ``list_files`` a last section lists the files written so far (plus the report and
+        ``manifest.json``) as relative links: call this after the other writers.
+        """
+        if list_files:
+            names = sorted({*self.files(), str(_check_relative(name)), MANIFEST})
+            report.add_file_list(names, title="Files in this folder")
+        return self.write_text(name, report.render())
+
+    def write_sheet_nifti(
+        self,
+        name: str | Path,
+        values_units: np.ndarray,
+        sheet: Any,
+        names: Sequence[str] | None = None,
+    ) -> Path:
+        """Write one sheet map, or several, as NIfTI plus a JSON sidecar.
+
+        Parameters
+        ----------
+        name : str or Path
+            File name ending in ``.nii`` or ``.nii.gz``.
+        values_units : ndarray of shape (n_units,) or (n_maps, n_units)
+            One value per sheet unit (or one row per map).
+        sheet : Sheet
+        names : sequence of str, optional
+            Map names (4-D case; default ``map0, map1, ...``). For one map: ``[stem]``.
+
+        Notes
+        -----
+        Image shape ``(cols, rows, 1)`` or ``(cols, rows, 1, n_maps)``: x = column, y = row;
+        float32; NaN where no unit; affine ``diag(mm, mm, mm, 1)``. The sidecar
+        ``<stem>.json`` lists the map names, the axis convention and the sheet file.
+        """
+        import nibabel as nib
+
+        fname = str(_check_relative(name))
+        stem = _nifti_stem(fname)
+        values = np.asarray(values_units, dtype=np.float64)
+        if values.ndim not in (1, 2) or values.shape[-1] != sheet.n_units:
+            raise ValueError(
+                f"expected ({sheet.n_units},) or (n_maps, {sheet.n_units}) values, "
+                f"got {values.shape}"
+            )
+        grid = sheet.to_grid(values).astype(np.float32)  # [..., R, C]
+        if values.ndim == 1:
+            data = grid.T[:, :, None]  # (C, R, 1)
+            map_names = [str(names[0])] if names else [PurePosixPath(stem).name]
+        else:
+            data = np.transpose(grid, (2, 1, 0))[:, :, None, :]  # (C, R, 1, M)
+            map_names = (
+                [str(n) for n in names] if names else [f"map{i}" for i in range(values.shape[0])]
+            )
+            if len(map_names) != values.shape[0]:
+                raise ValueError(f"{len(map_names)} names for {values.shape[0]} maps")
+        mm = float(sheet.mm_per_unit)
+        affine = np.diag([mm, mm, mm, 1.0])
+        img = nib.Nifti1Image(np.ascontiguousarray(data), affine)
+        img.header.set_xyzt_units("mm")
+        img.header.set_data_dtype(np.float32)
+        img.header["descrip"] = ("topo sheet x=col y=row: " + ",".join(map_names))[:79].encode(
+            "ascii", "replace"
+        )
+        sheet_file = self._ensure_sheet(sheet)
+        depth = len(PurePosixPath(fname).parts) - 1
+        sidecar = {
+            "topo_sheet_map": 1,
+            "maps": map_names,
+            "axes": "data[col, row, 0(, map)]: x = sheet column, y = sheet row; NaN = no unit",
+            "mm_per_unit": mm,
+            "grid_shape": list(sheet.grid_shape),
+            "sheet_file": "../" * depth + sheet_file,
+            "layout": sheet.layout,
+        }
+        p = self.path(fname)
+        nib.save(img, str(p))
+        self.write_json(stem + ".json", sidecar)
+        return p
+
+    def _ensure_sheet(self, sheet: Any) -> str:
+        if self._sheet is None:
+            sheet.save(self.path(SHEET_FILE))
+            self._sheet, self._sheet_file = sheet, SHEET_FILE
+            return SHEET_FILE
+        if sheet == self._sheet:
+            return self._sheet_file  # type: ignore[return-value]
+        raise ValueError("all sheet maps in one results folder must use the same sheet")
+
+    def write_manifest(
+        self,
+        command: str,
+        parameters: Mapping[str, Any] | None = None,
+        inputs: Mapping[str, str | Path | Sequence[str | Path] | None] | None = None,
+        seed: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record what produced this folder; ``manifest.json`` is written when the block ends.
+
+        Parameters
+        ----------
+        command : str
+            The subcommand, e.g. ``"localize"``.
+        parameters : mapping
+            Every option as used (JSON-able after :func:`to_jsonable`).
+        inputs : mapping of name -> path (or list of paths, or a plain id string)
+            Files are hashed (sha256), folders get one hash over sorted relative paths and
+            contents (:func:`sha256_tree`); strings that are not paths (hub ids) are recorded as
+            references.
+        seed : int, optional
+        extra : mapping, optional
+            Anything else worth keeping (model id, sheet summary, timings...).
+
+        Notes
+        -----
+        Input hashes are computed now (inputs may change later); output hashes are computed at
+        the end of the ``with`` block, just before the rename, over every file in the folder.
+        """
+        self._require_open()
+        described: dict[str, Any] = {}
+        for key, value in (inputs or {}).items():
+            if value is None:
+                described[key] = None
+            elif isinstance(value, (str, os.PathLike)):
+                described[key] = describe_input(value)
+            else:
+                described[key] = [describe_input(v) for v in value]
+        self._manifest = {
+            "format": MANIFEST_FORMAT,
+            "tool": "topo",
+            "command": command,
+            "argv": list(sys.argv),
+            "created": utc_now_iso(),
+            "seed": seed,
+            "parameters": to_jsonable(dict(parameters or {})),
+            "inputs": described,
+            "versions": package_versions(),
+            "platform": platform.platform(),
+            "out": str(self.out),
+            "extra": to_jsonable(dict(extra or {})),
+        }
+
+
+# ---------------------------------------------------------------------- reading results back
+def read_manifest(results_dir: str | Path, verify: bool = False) -> dict[str, Any]:
+    """Load and check ``manifest.json`` of an earlier results folder.
+
+    Parameters
+    ----------
+    results_dir : str or Path
+    verify : bool
+        Also re-hash every output and fail if any file changed since it was written.
+
+    Raises
+    ------
+    TopoInputError
+        Not a folder, no or unreadable manifest, missing outputs, or (``verify``) changed files.
+    """
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise TopoInputError("results folder not found", root)
+    mpath = root / MANIFEST
+    if not mpath.is_file():
+        raise TopoInputError("not a topo results folder (no manifest.json)", root)
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TopoInputError(f"manifest.json is not valid JSON ({exc})", mpath) from exc
+    if not isinstance(manifest, dict) or manifest.get("tool") != "topo":
+        raise TopoInputError("manifest.json was not written by topo", mpath)
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise TopoInputError(f"unsupported manifest format {manifest.get('format')!r}", mpath)
+    for key in ("command", "outputs"):
+        if key not in manifest:
+            raise TopoInputError(f"manifest.json has no {key!r}", mpath)
+    for row in manifest["outputs"]:
+        f = root / row["path"]
+        if not f.is_file():
+            raise TopoInputError("listed in manifest.json but missing", f)
+        if verify and sha256_file(f) != row["sha256"]:
+            raise TopoInputError("changed since manifest.json was written", f)
+    return manifest
+
+
+def load_sheet_maps(path: str | Path) -> tuple[np.ndarray, list[str], Any]:
+    """Read a sheet-map NIfTI written by :meth:`ResultsFolder.write_sheet_nifti`.
+
+    Returns
+    -------
+    values : ndarray, shape (n_maps, n_units), float64
+    names : list of str
+    sheet : Sheet
+    """
+    import nibabel as nib
+
+    from topocli.sheet import Sheet
+
+    p = Path(path)
+    if p.is_dir():
+        raise TopoInputError("expected a sheet map file (.nii or .nii.gz), got a folder", p)
+    if not p.is_file():
+        raise TopoInputError("sheet map file not found", p)
+    read_manifest(_results_root(p))
+    sidecar_path = p.with_name(PurePosixPath(_nifti_stem(p.name)).name + ".json")
+    if not sidecar_path.is_file():
+        raise TopoInputError("no sidecar JSON next to the map; not a topo sheet map", p)
+    try:
+        sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
+        sheet_file = sidecar["sheet_file"]
+        names = [str(n) for n in sidecar["maps"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TopoInputError(f"unreadable sheet map sidecar ({exc})", sidecar_path) from exc
+    sheet = Sheet.load(p.parent / sheet_file)
+    try:
+        img = nib.load(str(p))
+        data = np.asarray(img.dataobj, dtype=np.float64)
+    except Exception as exc:  # nibabel raises many types for corrupt files
+        raise TopoInputError(f"not a readable NIfTI image ({exc})", p) from exc
+    rows, cols = sheet.grid_shape
+    if data.ndim == 3:
+        data = data[..., None]
+    if data.ndim != 4 or data.shape[:3] != (cols, rows, 1) or data.shape[3] != len(names):
+        raise TopoInputError(
+            f"image shape {data.shape} does not fit the sheet ({cols} cols x {rows} rows, "
+            f"{len(names)} maps)",
+            p,
+        )
+    grids = np.transpose(data[:, :, 0, :], (2, 1, 0))  # (M, R, C)
+    return sheet.from_grid(grids), names, sheet
+
+
+def load_sheet_map(path: str | Path, name: str | None = None) -> tuple[np.ndarray, Any]:
+    """Read one sheet map: ``(values_units, sheet)``.
+
+    For a 4-D file pass ``name`` to pick a map; without it the file must hold exactly one.
+    """
+    values, names, sheet = load_sheet_maps(path)
+    if name is None:
+        if len(names) != 1:
+            raise TopoInputError(
+                f"file holds {len(names)} maps ({', '.join(names)}); pick one", path
+            )
+        return values[0], sheet
+    if name not in names:
+        raise TopoInputError(f"no map {name!r}; the file has {', '.join(names)}", path)
+    return values[names.index(name)], sheet
+
+
+def _results_root(p: Path) -> Path:
+    """The results folder holding file ``p``: the nearest ancestor with a manifest.json."""
+    for folder in list(p.parents)[:8]:
+        if (folder / MANIFEST).is_file():
+            return folder
+    raise TopoInputError("not inside a topo results folder (no manifest.json)", p.parent)
+
+
+def _nifti_stem(name: str) -> str:
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    raise ValueError(f"sheet map names end in .nii or .nii.gz: {name!r}")
+
+
+def iter_output_paths(manifest: Mapping[str, Any]) -> Iterable[str]:
+    """Relative paths of the outputs a manifest lists."""
+    return (row["path"] for row in manifest.get("outputs", []))
