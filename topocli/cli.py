@@ -278,16 +278,107 @@ def train(
     )
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def smooth() -> None:
-    """Smooth a sheet map from a results folder with a Gaussian of FWHM in mm."""
-    _not_built("smooth", 4)
+@app.command()
+def smooth(
+    input_path: Annotated[
+        Path, typer.Argument(metavar="INPUT", help="A results folder or one sheet map .nii.gz.")
+    ],
+    fwhm_mm: Annotated[float, typer.Option(help="Gaussian FWHM in mm (> 0).")],
+    across_areas: Annotated[
+        bool, typer.Option(help="Smooth across the contiguous sheet, not within each area.")
+    ] = False,
+    maps: Annotated[
+        list[str] | None, typer.Option("--maps", help="Map name, file stem or stem:name.")
+    ] = None,
+    out: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+    debug: DebugOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Smooth sheet maps from a results folder with a Gaussian of FWHM in mm.
+
+    Smoothing is normalised within each area (or across the stacked sheet), truncated at
+    3 sigma. To smooth activations before the statistics, as fMRI does, use
+    `topo localize --fwhm-mm F` instead. Example: topo smooth loc-lang --fwhm-mm 4
+    """
+    from topocli.smooth import run_smooth
+
+    ctx = Context(None, "cpu", "float32", 1, 0, out, overwrite, quiet)
+    run_smooth(ctx, input_path, fwhm_mm, across_areas, maps, out_console=out_console())
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def localize() -> None:
-    """Run a localizer: contrast t-maps, FDR, clusters, Moran's I, split-half fROI profiles."""
-    _not_built("localize", 4)
+@app.command()
+def localize(
+    localizer: Annotated[
+        str, typer.Option("--localizer", "-l", help="Shipped localizer name or a .toml file.")
+    ] = "language",
+    stimuli: Annotated[
+        Path | None,
+        typer.Option(help="Folder of condition sub-folders replacing the localizer's stimuli."),
+    ] = None,
+    contrast: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--contrast",
+            "-c",
+            help="Contrast name or expression, e.g. 'sentences>nonwords' or "
+            "'math - 0.5*false_belief - 0.5*false_photo' (repeatable).",
+        ),
+    ] = None,
+    fwhm_mm: Annotated[
+        float | None, typer.Option(help="Smooth per-stimulus activations (mm FWHM) first.")
+    ] = None,
+    across_areas: Annotated[bool, typer.Option(help="Smooth across the stacked sheet.")] = False,
+    q: Annotated[float | None, typer.Option("--q", help="BH-FDR threshold in (0, 1).")] = None,
+    alternative: Annotated[str | None, typer.Option(help="greater | two-sided.")] = None,
+    fdr_scope: Annotated[str | None, typer.Option(help="sheet | area.")] = None,
+    top_percent: Annotated[
+        float | None, typer.Option(help="fROI size: top x% of units per area (split-half).")
+    ] = None,
+    min_cluster: Annotated[int | None, typer.Option(help="Smallest cluster / island.")] = None,
+    connectivity: Annotated[int | None, typer.Option(help="4 | 8 grid connectivity.")] = None,
+    permutations: Annotated[
+        int | None, typer.Option(help="Permutations for island Moran's I.")
+    ] = None,
+    pooling: Annotated[str, typer.Option(help="mean | last token/frame pooling.")] = "mean",
+    cache: Annotated[bool, typer.Option(help="Use the raw activation cache.")] = True,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    batch_size: BatchOpt = 32,
+    seed: SeedOpt = 0,
+    out: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+    debug: DebugOpt = False,
+    quiet: QuietOpt = False,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Run a localizer: Welch t-maps, BH-FDR, clusters, island Moran's I, split-half fROIs.
+
+    With no options: the language localizer (sentences > nonwords) on the embedded default.
+    Example: topo localize --localizer md --fwhm-mm 8 --out loc-md
+    """
+    from topocli.localize import run_localize
+
+    ctx = Context(model, device, dtype, batch_size, seed, out, overwrite, quiet, trust_remote_code)
+    run_localize(
+        ctx,
+        localizer,
+        stimuli,
+        contrast,
+        fwhm_mm,
+        across_areas,
+        q,
+        alternative,
+        fdr_scope,
+        top_percent,
+        min_cluster,
+        connectivity,
+        permutations,
+        pooling,
+        cache,
+        out_console=out_console(),
+    )
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

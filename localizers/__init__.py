@@ -1,0 +1,1 @@
+"""Shipped localizer definitions (TOML) and stimuli, installed as ``topocli.localizers``."""

@@ -1,0 +1,246 @@
+"""``topo smooth``: Gaussian smoothing (FWHM in mm) of sheet maps from a results folder.
+
+INPUT is a topo results folder (every NIfTI sheet map it lists in ``manifest.json``) or one
+NIfTI sheet map written by topo (its JSON sidecar names the ``sheet.safetensors`` that maps grid
+cells back to units, so permuted and tiled sheets are rebuilt exactly). Every map is smoothed
+with :func:`topocli.smoothing.smooth_map` (within each area unless ``across_areas``; NaN units
+stay NaN and do not count) and written, under the same file and map names, into a new results
+folder with a before/after figure per map in ``report.html`` and a manifest.
+
+Smoothing a finished map is what ``--fwhm-mm`` of ``topo localize`` does *not* do: there the
+per-stimulus activations are smoothed before the statistics, as in fMRI.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from topocli.errors import TopoInputError
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def _is_nifti(name: str) -> bool:
+    return name.endswith(NIFTI_SUFFIXES)
+
+
+def _stem(name: str) -> str:
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _fwhm_label(fwhm_mm: float) -> str:
+    return f"{float(fwhm_mm):g}".replace("/", "_")
+
+
+def default_out(input_path: str | Path, fwhm_mm: float) -> Path:
+    """``<input>-smoothed-<F>mm``; for a single map file, beside its results folder.
+
+    A map ``R/tmap.nii.gz`` gives ``R-tmap-smoothed-<F>mm`` (next to ``R``), so the source
+    results folder is never written into.
+    """
+    p = Path(input_path)
+    label = f"smoothed-{_fwhm_label(fwhm_mm)}mm"
+    if p.is_file() or _is_nifti(p.name):
+        folder = p.resolve().parent
+        return folder.with_name(f"{folder.name}-{_stem(p.name)}-{label}")
+    return p.with_name(f"{p.name.rstrip('/')}-{label}")
+
+
+def collect_maps(input_path: str | Path) -> tuple[list[tuple[str, str]], dict[str, Any], Path]:
+    """The NIfTI files to smooth: ``[(relative name, absolute path)]``, the manifest, the root.
+
+    Raises
+    ------
+    TopoInputError
+        Not a results folder / sheet map, or a folder with no sheet maps.
+    """
+    from topocli.results import read_manifest
+
+    p = Path(input_path)
+    if not p.exists():
+        raise TopoInputError("input not found (expected a results folder or a .nii.gz map)", p)
+    if p.is_dir():
+        manifest = read_manifest(p)
+        names = [row["path"] for row in manifest["outputs"] if _is_nifti(row["path"])]
+        if not names:
+            raise TopoInputError(
+                f"results folder of `topo {manifest.get('command')}` holds no sheet maps (.nii.gz)",
+                p,
+            )
+        return [(n, str(p / n)) for n in names], manifest, p
+    if not _is_nifti(p.name):
+        raise TopoInputError("expected a results folder or a NIfTI sheet map (.nii, .nii.gz)", p)
+    root = _results_root(p.resolve())
+    manifest = read_manifest(root)
+    return [(p.name, str(p))], manifest, root
+
+
+def _results_root(p: Path) -> Path:
+    """The results folder holding file ``p``: the nearest ancestor with a manifest.json."""
+    from topocli.results import MANIFEST
+
+    for folder in list(p.parents)[:8]:
+        if (folder / MANIFEST).is_file():
+            return folder
+    raise TopoInputError("not inside a topo results folder (no manifest.json next to it)", p)
+
+
+def _select(
+    names: Sequence[str], file_stem: str, wanted: Sequence[str] | None, used: set[str]
+) -> list[int]:
+    """Indices of the maps of one file that ``--maps`` asks for (all when None)."""
+    if not wanted:
+        return list(range(len(names)))
+    picks = []
+    for i, n in enumerate(names):
+        keys = {n, file_stem, f"{file_stem}:{n}"}
+        hit = keys & set(wanted)
+        if hit:
+            used.update(hit)
+            picks.append(i)
+    return picks
+
+
+def run_smooth(
+    ctx: Any,
+    input_path: str | Path,
+    fwhm_mm: float,
+    across_areas: bool = False,
+    maps: list[str] | None = None,
+    out_console: Any = None,
+) -> Path:
+    """``topo smooth``: smooth sheet maps and write them into a new results folder.
+
+    Parameters
+    ----------
+    ctx : cli.Context
+        Uses ``out``, ``overwrite``, ``quiet`` (no model is loaded).
+    input_path : path
+        A topo results folder or one NIfTI sheet map inside one.
+    fwhm_mm : float
+        FWHM of the Gaussian in mm (> 0).
+    across_areas : bool
+        Smooth over the whole contiguous (stacked) sheet instead of within each area.
+    maps : list of str, optional
+        Only these maps: a map name (e.g. a contrast), a file stem (``tmap``) or
+        ``stem:name``. Default: every map of every NIfTI file.
+    out_console : rich Console, optional
+
+    Returns
+    -------
+    Path
+        The results folder written.
+    """
+    from topocli.results import ResultsFolder, load_sheet_maps
+    from topocli.smoothing import fwhm_to_sigma, smooth_map
+
+    try:
+        fw = float(fwhm_mm)
+    except (TypeError, ValueError):
+        raise TopoInputError(f"--fwhm-mm must be a number > 0, got {fwhm_mm!r}") from None
+    if not (math.isfinite(fw) and fw > 0):
+        raise TopoInputError(f"--fwhm-mm must be a finite number > 0, got {fwhm_mm}")
+    files, manifest, root = collect_maps(input_path)
+    used: set[str] = set()
+    jobs = []
+    for rel, path in files:
+        values, names, sheet = load_sheet_maps(path)
+        picks = _select(names, _stem(Path(rel).name), maps, used)
+        if picks:
+            jobs.append((rel, values[picks], [names[i] for i in picks], sheet))
+    if maps:
+        missing = [m for m in maps if m not in used]
+        if missing:
+            have = sorted({f"{_stem(Path(r).name)}:{n}" for r, _, ns, _ in jobs for n in ns})
+            listing = _available(files) if not have else ", ".join(have)
+            raise TopoInputError(f"no map {missing[0]!r} in the input; maps: {listing}", input_path)
+    if not jobs:
+        raise TopoInputError("nothing to smooth", input_path)
+    sheets = [j[3] for j in jobs]
+    if any(s != sheets[0] for s in sheets[1:]):
+        raise TopoInputError(
+            "the input's maps use different sheets; smooth them one file at a time"
+        )
+    sheet = sheets[0]
+    fwhm_to_sigma(fw, sheet.mm_per_unit)
+    smoothed = [smooth_map(v, sheet, fw, across_areas) for _, v, _, _ in jobs]
+    out = Path(ctx.out) if getattr(ctx, "out", None) is not None else default_out(input_path, fw)
+    with ResultsFolder(out, getattr(ctx, "overwrite", False)) as rf:
+        for (rel, _, names, _), after in zip(jobs, smoothed, strict=True):
+            rf.write_sheet_nifti(rel, after, sheet, names)
+        rf.write_report(_report(jobs, smoothed, sheet, fw, across_areas, input_path, manifest))
+        rf.write_manifest(
+            "smooth",
+            {"fwhm_mm": fw, "across_areas": bool(across_areas), "maps": maps},
+            {"input": str(input_path)},
+            extra={
+                "source_command": manifest.get("command"),
+                "source_folder": str(Path(root).resolve()),
+                "smoothed": {rel: names for rel, _, names, _ in jobs},
+                "sheet": sheet.describe(),
+            },
+        )
+    if not getattr(ctx, "quiet", False) and out_console is not None:
+        n = sum(len(j[2]) for j in jobs)
+        out_console.print(
+            f"smoothed {n} map{'s' if n != 1 else ''} with FWHM {fw:g} mm "
+            f"({'across areas' if across_areas else 'within each area'}); wrote {out}"
+        )
+    return out
+
+
+def _available(files: list[tuple[str, str]]) -> str:
+    from topocli.results import load_sheet_maps
+
+    out = []
+    for rel, path in files:
+        _, names, _ = load_sheet_maps(path)
+        out.extend(f"{_stem(Path(rel).name)}:{n}" for n in names)
+    return ", ".join(out)
+
+
+def _report(jobs, smoothed, sheet, fwhm, across_areas, input_path, manifest):
+    from topocli.plotting import plot_sheet_maps
+    from topocli.report import Report
+
+    rep = Report(
+        f"topo smooth: FWHM {fwhm:g} mm",
+        subtitle=f"from {input_path} (topo {manifest.get('command')})",
+    )
+    rep.add_section("Settings")
+    rep.add_key_values(
+        {
+            "input": str(input_path),
+            "source command": manifest.get("command"),
+            "FWHM": f"{fwhm:g} mm (sigma {fwhm / math.sqrt(8 * math.log(2)):.3g} mm), "
+            "truncated at 3 sigma",
+            "region": "across the whole contiguous sheet"
+            if across_areas
+            else "within each area (nothing crosses an area border)",
+            "sheet": f"{sheet.layout}, {sheet.grid_shape[0]} x {sheet.grid_shape[1]} units, "
+            f"{sheet.mm_per_unit:g} mm per unit",
+        }
+    )
+    for (rel, before, names, _), after in zip(jobs, smoothed, strict=True):
+        rep.add_section(rel)
+        for name, b, a in zip(names, before, after, strict=True):
+            symmetric = bool(np.nanmin(b) < 0 < np.nanmax(b)) if np.isfinite(b).any() else True
+            fig = plot_sheet_maps(
+                [(b, f"{name}: before"), (a, f"{name}: FWHM {fwhm:g} mm")],
+                sheet,
+                ncols=2,
+                cmap="RdBu_r" if symmetric else "viridis",
+                symmetric=symmetric,
+                shared_scale=False,
+                colorbar_label=name,
+            )
+            rep.add_figure(fig, f"{name} before and after smoothing (each with its own scale).")
+    return rep
