@@ -28,8 +28,9 @@ WORDS = (
 def write_stimuli(root: Path, n: int, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     for cond in ("a", "b"):
-        lines = [" ".join(rng.choice(WORDS, size=rng.integers(6, 14))) + f" {i}." for i in
-                 range(n // 2)]
+        lines = [
+            " ".join(rng.choice(WORDS, size=rng.integers(6, 14))) + f" {i}." for i in range(n // 2)
+        ]
         (root / cond).mkdir(parents=True, exist_ok=True)
         (root / cond / "s.txt").write_text("\n".join(lines) + "\n")
     return root
@@ -46,8 +47,10 @@ def overhead(model_spec: str, n: int, batch_size: int, repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         stim = load_stimulus_set(write_stimuli(Path(tmp), n))
         model = resolve_model(model_spec)
-        batches = [prepare_batch(model, [stim.stimuli[i] for i in rows], rows)
-                   for rows in batch_order(stim, batch_size)]
+        batches = [
+            prepare_batch(model, [stim.stimuli[i] for i in rows], rows)
+            for rows in batch_order(stim, batch_size)
+        ]
         bare, ours = [], []
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -79,9 +82,19 @@ def rss_child(model_spec: str, n: int, batch_size: int) -> None:
 
 def peak_rss(model_spec: str, n: int, batch_size: int) -> dict:
     out = subprocess.run(
-        [sys.executable, __file__, "--rss-child", str(n), "--model", model_spec,
-         "--batch-size", str(batch_size)],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            __file__,
+            "--rss-child",
+            str(n),
+            "--model",
+            model_spec,
+            "--batch-size",
+            str(batch_size),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -98,13 +111,17 @@ def main() -> None:
         rss_child(args.model, args.rss_child, args.batch_size)
         return
     t = overhead(args.model, args.stimuli, args.batch_size, args.repeats)
-    print(f"extraction {t['topo_s']:.3f} s vs bare forward {t['bare_s']:.3f} s on "
-          f"{args.stimuli} stimuli: ratio {t['ratio']:.3f} (goal <= 1.05)")
+    print(
+        f"extraction {t['topo_s']:.3f} s vs bare forward {t['bare_s']:.3f} s on "
+        f"{args.stimuli} stimuli: ratio {t['ratio']:.3f} (goal <= 1.05)"
+    )
     one = peak_rss(args.model, args.stimuli, args.batch_size)
     ten = peak_rss(args.model, 10 * args.stimuli, args.batch_size)
-    print(f"peak RSS {one['peak_kb'] / 1024:.0f} MB for {args.stimuli} stimuli, "
-          f"{ten['peak_kb'] / 1024:.0f} MB for {10 * args.stimuli}: ratio "
-          f"{ten['peak_kb'] / one['peak_kb']:.3f} (goal <= 1.2)")
+    print(
+        f"peak RSS {one['peak_kb'] / 1024:.0f} MB for {args.stimuli} stimuli, "
+        f"{ten['peak_kb'] / 1024:.0f} MB for {10 * args.stimuli}: ratio "
+        f"{ten['peak_kb'] / one['peak_kb']:.3f} (goal <= 1.2)"
+    )
 
 
 if __name__ == "__main__":
