@@ -128,3 +128,16 @@ def test_direct_mode_freezes_backbone_adaptor_mode_trains_only_w(tiny_model_dir)
     adaptor = build_topo_model(tiny_model_dir("bert"), mode="adaptor")
     assert all(p.requires_grad is False for p in adaptor.backbone.parameters())
     assert [p.shape for p in adaptor.trainable_parameters()] == [(32, 32), (32, 32)]
+
+
+def test_fast_path_equals_the_literal_adaptor_computation(tiny_model_dir, stimulus_dirs):
+    model = build_topo_model(tiny_model_dir("gpt2"), adaptor_noise=0.05, seed=2)
+    stim = load_stimulus_set(stimulus_dirs["text"])
+    batch = prepare_batch(model, stim.stimuli[:5], np.arange(5))
+    with torch.no_grad():
+        out_fast, acts_fast = model.record(batch.inputs, "text", "mean", batch.masks)
+        with model.exact():
+            out_exact, acts_exact = model.record(batch.inputs, "text", "mean", batch.masks)
+    torch.testing.assert_close(acts_fast, acts_exact, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out_fast.logits, out_exact.logits, atol=1e-4, rtol=1e-4)
+    assert not torch.equal(acts_fast, model.record(batch.inputs, "text")[1] * 0)

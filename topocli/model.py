@@ -11,6 +11,10 @@ sheet. After a recorded block runs, its hook point does, in order:
 3. when recording, ``Z`` is pooled over non-padding tokens / frames into one vector per stimulus;
 4. the block passes on ``X_hat = Z W^+`` (adaptor) or ``Z`` (direct).
 
+Without edits and without gradients, ``X_hat = X W W^+`` equals ``X`` (W is invertible), so the
+hook passes ``X`` on untouched and, pooling being linear, pools ``X`` before projecting it with
+``W``: recording costs one small matmul per stimulus instead of two per token.
+
 With identity adaptors (noise 0) and no edits, outputs are bit-identical to the base model.
 """
 
@@ -218,6 +222,7 @@ class TopoModel(nn.Module):
         self.hook_points = {b.name: HookPoint(b.name, k, b.n_units) for k, b in enumerate(blocks)}
         self._recording = False
         self._bypass = False
+        self.fast_path = True
         self._pooling = "mean"
         self._masks: list[torch.Tensor] = []
         self._records: dict[int, torch.Tensor] = {}
@@ -237,7 +242,15 @@ class TopoModel(nn.Module):
             x, put = _split_output(output)
             adaptor = self.adaptors[k] if self.mode == "adaptor" else None
             identity = adaptor is None or adaptor.passes_through()
-            if not identity and not hook_point.edits and not self._recording:
+            training = torch.is_grad_enabled() and (
+                x.requires_grad or (adaptor is not None and adaptor.weight.requires_grad)
+            )
+            if self.fast_path and not hook_point.edits and not training:
+                # W is invertible, so X_hat = X W W^+ = X: pass X on untouched, and since pooling
+                # is linear, pool first and project after (B x H x H instead of B x T x H x H)
+                if self._recording:
+                    pooled = self._pool(x)
+                    self._records[k] = pooled if identity else pooled @ adaptor.weight.float()
                 return output
             z = x if identity else x @ adaptor.weight.to(x.dtype)
             for edit in hook_point.edits:
@@ -271,6 +284,15 @@ class TopoModel(nn.Module):
             yield
         finally:
             self._bypass = previous
+
+    @contextmanager
+    def exact(self):
+        """Compute ``X_hat = Z W^+`` literally (no pass-through), e.g. to measure fidelity."""
+        previous, self.fast_path = self.fast_path, False
+        try:
+            yield
+        finally:
+            self.fast_path = previous
 
     def remove_hooks(self) -> None:
         for h in self._handles:
