@@ -192,9 +192,9 @@ def utc_now_iso() -> str:
     """Current UTC time as ISO 8601 (``SOURCE_DATE_EPOCH`` wins when set, for reproducibility)."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch is not None and epoch.strip().isdigit():
-        now = _dt.datetime.fromtimestamp(int(epoch), tz=_dt.timezone.utc)
+        now = _dt.datetime.fromtimestamp(int(epoch), tz=_dt.UTC)
     else:
-        now = _dt.datetime.now(tz=_dt.timezone.utc)
+        now = _dt.datetime.now(tz=_dt.UTC)
     return now.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
