@@ -381,22 +381,304 @@ def localize(
     )
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def screen() -> None:
-    """Screen many category sets in one pass and rank their clusters by novelty."""
-    _not_built("screen", 5)
+@app.command()
+def screen(
+    stimuli: Annotated[
+        Path | None,
+        typer.Option(
+            help="A folder of category sub-folders (each against all the others) or one "
+            "category folder (against the baseline). Default: the shipped text categories."
+        ),
+    ] = None,
+    against: Annotated[
+        Path | None,
+        typer.Option(help="Baseline pool (default: the shipped mixed baseline for the modality)."),
+    ] = None,
+    with_baseline: Annotated[
+        bool, typer.Option(help="Also test every category against the baseline pool.")
+    ] = False,
+    discover: Annotated[
+        Path | None,
+        typer.Option(help="An unlabeled pool: find categories by splitting a Ward tree."),
+    ] = None,
+    min_size: Annotated[int, typer.Option(help="Smallest discovered cluster (stimuli).")] = 10,
+    max_size: Annotated[
+        int | None, typer.Option(help="Largest discovered cluster (default: half the pool).")
+    ] = None,
+    area: Annotated[
+        str | None, typer.Option(help="Score discovery nodes over this area (default: sheet).")
+    ] = None,
+    known: Annotated[
+        list[Path] | None,
+        typer.Option("--known", help="A topo localize results folder of the same model."),
+    ] = None,
+    builtin_known: Annotated[
+        bool, typer.Option(help="Compare with the shipped language / ToM / MD localizers.")
+    ] = True,
+    q: Annotated[float, typer.Option("--q", help="FDR threshold.")] = 0.05,
+    fdr_scope: Annotated[str, typer.Option(help="sheet | area: BH over all units or per area.")] = (
+        "sheet"
+    ),
+    fwhm_mm: Annotated[float, typer.Option(help="Smooth per-stimulus activations (mm).")] = 0.0,
+    across_areas: Annotated[bool, typer.Option(help="Smooth across area borders.")] = False,
+    min_cluster: Annotated[int, typer.Option(help="Smallest cluster (units).")] = 8,
+    connectivity: Annotated[int, typer.Option(help="4 | 8 grid connectivity.")] = 8,
+    permutations: Annotated[int, typer.Option(help="Island Moran's I permutations.")] = 999,
+    top_percent: Annotated[
+        float, typer.Option(help="fROI size: top % of units (split-half profiles).")
+    ] = 10.0,
+    rank_by: Annotated[str, typer.Option(help="units | peak-t (ties: novelty).")] = "units",
+    exemplars: Annotated[int, typer.Option(help="Exemplar stimuli per category.")] = 5,
+    pooling: Annotated[str, typer.Option(help="mean | last token / frame.")] = "mean",
+    cache: Annotated[bool, typer.Option(help="Use the activation cache.")] = True,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    batch_size: BatchOpt = 128,
+    seed: SeedOpt = 0,
+    out: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+    debug: DebugOpt = False,
+    quiet: QuietOpt = False,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Screen many category sets in one pass and rank their clusters by novelty.
+
+    With no arguments: the shipped text categories on the embedded default model. Examples:
+
+      topo screen --out screen/
+      topo screen --stimuli animals/ --against baseline/
+      topo screen --discover pool/ --min-size 15 --known localize-language/
+    """
+    from topocli.screen import ScreenOptions, run_screen
+
+    ctx = Context(model, device, dtype, batch_size, seed, out, overwrite, quiet, trust_remote_code)
+    opts = ScreenOptions(
+        q=q,
+        fdr_scope=fdr_scope,
+        min_cluster=min_cluster,
+        connectivity=connectivity,
+        permutations=permutations,
+        seed=seed,
+        top_percent=top_percent,
+        fwhm_mm=fwhm_mm,
+        across_areas=across_areas,
+        n_exemplars=exemplars,
+        rank_by=rank_by,
+        pooling=pooling,
+        batch_size=batch_size,
+        use_cache=cache,
+        min_size=min_size,
+        max_size=max_size,
+        area=area,
+    )
+    run_screen(
+        ctx,
+        stimuli=stimuli,
+        against=against,
+        with_baseline=with_baseline,
+        discover=discover,
+        known_dirs=list(known or []),
+        builtin_known=builtin_known,
+        opts=opts,
+        out_console=out_console(),
+    )
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def intervene() -> None:
-    """Ablate, steer or stimulate sheet clusters with controls and behavioural read-outs."""
-    _not_built("intervene", 6)
+@app.command()
+def intervene(
+    from_dir: Annotated[Path, typer.Option("--from", help="A localize or screen results folder.")],
+    cluster: Annotated[
+        int | None, typer.Option(help="Cluster id of clusters.csv to perturb.")
+    ] = None,
+    contrast: Annotated[
+        str | None, typer.Option(help="Contrast (or screen category) whose units to perturb.")
+    ] = None,
+    top_percent: Annotated[
+        float | None, typer.Option(help="Perturb the top P% units of --contrast by t.")
+    ] = None,
+    mode: Annotated[str, typer.Option(help="ablate | mean | steer | stimulate.")] = "ablate",
+    strength: Annotated[
+        float, typer.Option(help="Steer scale (negative suppresses); stimulate amplitude in SD.")
+    ] = 1.0,
+    spread_mm: Annotated[float, typer.Option(help="Stimulation spread (Gaussian SD, mm).")] = 2.0,
+    across_areas: Annotated[
+        bool, typer.Option(help="Let stimulation spread over the contiguous sheet.")
+    ] = False,
+    dose: Annotated[
+        str | None,
+        typer.Option(help="Doses, e.g. 1,5,10,20,30: top-p% of units, or spreads in mm."),
+    ] = None,
+    readout: Annotated[
+        str, typer.Option(help="probe, lm-loss, fidelity (comma-separated).")
+    ] = "fidelity",
+    stimuli: Annotated[
+        Path | None, typer.Option(help="Stimuli (default: the results folder's own).")
+    ] = None,
+    controls: Annotated[
+        str, typer.Option(help="random, distance-matched (comma-separated) or none.")
+    ] = "random,distance-matched",
+    n_controls: Annotated[int, typer.Option(help="Draws per control kind.")] = 50,
+    probe_classifier: Annotated[
+        str, typer.Option(help="logistic | centroid (for --readout probe).")
+    ] = "logistic",
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    batch_size: BatchOpt = 32,
+    seed: SeedOpt = 0,
+    out: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+    debug: DebugOpt = False,
+    quiet: QuietOpt = False,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Ablate, steer or stimulate sheet clusters with controls and behavioural read-outs.
+
+    Reloads the model of a localize / screen results folder, perturbs a cluster or the top
+    units of a contrast through hooks, and compares the effect with random and
+    distance-matched controls (permutation p). Example:
+
+      topo intervene --from loc-lang --contrast "sentences>nonwords" --dose 1,5,10 --out abl
+    """
+    from topocli.intervene import run_intervene
+
+    ctx = Context(model, device, dtype, batch_size, seed, out, overwrite, quiet, trust_remote_code)
+    run_intervene(
+        ctx,
+        from_dir,
+        cluster=cluster,
+        contrast=contrast,
+        top_percent=top_percent,
+        mode=mode,
+        strength=strength,
+        spread_mm=spread_mm,
+        across_areas=across_areas,
+        dose=dose,
+        readout=readout,
+        stimuli=stimuli,
+        controls=controls,
+        n_controls=n_controls,
+        probe_classifier=probe_classifier,
+        out_console=out_console(),
+    )
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def compare() -> None:
-    """Compare model localizer results with human fMRI localizer data."""
-    _not_built("compare", 7)
+class _CompareCommand(typer.core.TyperCommand):
+    """``--model-results A B`` / ``--human-maps X Y Z``: several values after one option.
+
+    Rewritten to ``--model-results A --model-results B`` before click parses them (the command
+    has no positional arguments, so a bare token after these options is one more value).
+    """
+
+    greedy = ("--model-results", "--human-maps")
+
+    def parse_args(self, ctx, args):
+        out, current = [], None
+        for k, token in enumerate(args):
+            if token == "--":
+                out.extend(args[k:])
+                break
+            if token.startswith("-") and token != "-":
+                name = token.split("=", 1)[0]
+                current = name if name in self.greedy else None
+                out.append(token)
+            elif current is not None and out and out[-1] != current:
+                out.extend([current, token])
+            else:
+                out.append(token)
+        return super().parse_args(ctx, out)
+
+
+@app.command(cls=_CompareCommand)
+def compare(
+    model_results: Annotated[
+        list[Path],
+        typer.Option(
+            "--model-results",
+            help="topo localize results folder(s); a trained model and its control may both "
+            "be given (--model-results A B).",
+        ),
+    ],
+    human_profiles: Annotated[
+        Path | None,
+        typer.Option(help="Human fROI table: EMFL format or roi, condition, mean, sem, n."),
+    ] = None,
+    human_maps: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--human-maps",
+            help="[KEY=]PATH NIfTI/GIFTI/MGZ maps; KEY = a human condition (beta map) or "
+            "fROI/category (contrast map), optionally .even/.odd (default: the file name).",
+        ),
+    ] = None,
+    parcels: Annotated[
+        Path | None, typer.Option(help="Folder of parcel masks (category/name.nii.gz).")
+    ] = None,
+    condition_map: Annotated[
+        str | None,
+        typer.Option(
+            help="TOML/CSV model -> human conditions and fROIs, or a shipped map name "
+            "(default: the localizer's shipped map, else same names)."
+        ),
+    ] = None,
+    permutations: Annotated[
+        int, typer.Option(min=0, help="Permutations for the profile-correlation p.")
+    ] = 10000,
+    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the CI.")] = 10000,
+    resample: Annotated[
+        bool, typer.Option(help="Resample human maps onto parcel grids instead of refusing.")
+    ] = False,
+    mesh: Annotated[
+        Path | None,
+        typer.Option(help="GIFTI surface geometry of surface maps (default: fsaverage5)."),
+    ] = None,
+    human_q: Annotated[
+        float | None, typer.Option(help="FDR q for human islands (default: the model's q).")
+    ] = None,
+    top_percent: Annotated[
+        float | None, typer.Option(help="Human fROI size in % (default: the model's).")
+    ] = None,
+    seed: SeedOpt = 0,
+    out: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+    debug: DebugOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Compare model localizer results with human fMRI localizer data.
+
+    Per model fROI vs its human fROI/category: Pearson and Spearman r of the condition
+    profiles with permutation p and bootstrap CI, selectivity d' on both sides, island Moran's
+    I side by side (and trained vs control), split-half Dice. Example:
+
+      topo compare --model-results loc/ --human-profiles emfl.csv --condition-map emfl_text
+      --out cmp/
+    """
+    import shlex
+
+    from topocli.compare import run_compare
+
+    run_compare(
+        model_results,
+        out if out is not None else Path("compare"),
+        human_profiles=human_profiles,
+        human_maps=human_maps,
+        parcels=parcels,
+        condition_map=condition_map,
+        permutations=permutations,
+        bootstrap=bootstrap,
+        seed=seed,
+        resample=resample,
+        mesh=mesh,
+        human_q=human_q,
+        top_percent=top_percent,
+        overwrite=overwrite,
+        quiet=quiet,
+        console=out_console(),
+        command_line=shlex.join(["topo", "compare", *sys.argv[2:]])
+        if len(sys.argv) > 1 and sys.argv[1] == "compare"
+        else None,
+    )
 
 
 # ---------------------------------------------------------------------- entry point

@@ -268,6 +268,9 @@ def extract(
         ):
             if writer:
                 writer.add(rows, acts)
+                # the cache holds float16: accumulate the same rounded values, so a first run and
+                # every later cached run give identical statistics
+                acts = acts.to(torch.float16).float()
             accumulate(rows, acts)
             if fin is not None:
                 for r, v in zip(rows, fin.cpu().numpy()):
@@ -315,8 +318,9 @@ class _CacheWriter:
         if not self.rows:
             return
         rows = torch.from_numpy(np.concatenate(self.rows).astype(np.int64))
+        sizes = torch.tensor([r.size for r in self.rows], dtype=torch.int64)
         save_file(
-            {"rows": rows, "acts": torch.cat(self.acts).contiguous()},
+            {"rows": rows, "acts": torch.cat(self.acts).contiguous(), "batch_sizes": sizes},
             str(self.tmp / f"shard_{self.n_shards:05d}.safetensors"),
         )
         self.n_shards += 1
@@ -338,10 +342,15 @@ class _CacheWriter:
 
 
 def read_cache(folder: Path) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """Yield (rows, float32 activations) shard by shard."""
+    """Yield (rows, float32 activations) batch by batch, as they were extracted."""
     from safetensors.torch import load_file
 
     meta = json.loads((folder / "done.json").read_text())
     for i in range(meta["shards"]):
         shard = load_file(str(folder / f"shard_{i:05d}.safetensors"))
-        yield shard["rows"].numpy(), shard["acts"].float()
+        rows, acts = shard["rows"].numpy(), shard["acts"].float()
+        # replay the original batches, so the statistics merge in the same order as the first run
+        start = 0
+        for size in shard["batch_sizes"].tolist():
+            yield rows[start : start + size], acts[start : start + size]
+            start += size
