@@ -210,7 +210,7 @@ def cache_key(model: TopoModel, stim_set: StimulusSet, pooling: str) -> str:
             "stimuli": stim_set.content_hash(),
             "pooling": pooling,
             "max_tokens": MAX_TEXT_TOKENS,
-            "version": 1,
+            "version": 2,
         },
         sort_keys=True,
     )
