@@ -87,11 +87,10 @@ def save_checkpoint(
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
+    from topocli.results import replace_folder
+
     if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, out)  # a kill between saves never leaves no checkpoint
     else:
         os.replace(tmp, out)
 

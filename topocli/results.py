@@ -267,6 +267,26 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def replace_folder(tmp: Path, out: Path) -> None:
+    """Put the finished folder ``tmp`` in place of ``out`` (atomic swap where Linux allows).
+
+    ``out`` must exist. Without renameat2 the old folder is renamed aside first and restored if
+    the second rename fails, so ``out`` is never lost.
+    """
+    if _exchange(tmp, out):
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    aside = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+    aside.rmdir()
+    os.rename(out, aside)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(aside, out)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------- the results folder
 class ResultsFolder:
     """Context manager that builds one results folder and renames it into place at the end.
@@ -394,18 +414,7 @@ class ResultsFolder:
         self._created_parents = []
 
     def _swap_in(self, tmp: Path, out: Path) -> None:
-        if _exchange(tmp, out):
-            shutil.rmtree(tmp, ignore_errors=True)
-            return
-        aside = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-        aside.rmdir()
-        os.rename(out, aside)
-        try:
-            os.rename(tmp, out)
-        except BaseException:
-            os.rename(aside, out)
-            raise
-        shutil.rmtree(aside, ignore_errors=True)
+        replace_folder(tmp, out)
 
     def _require_open(self) -> Path:
         if self.tmp is None:
