@@ -39,10 +39,10 @@ def write_stimuli(root: Path, n: int, seed: int = 0) -> Path:
 def overhead(model_spec: str, n: int, batch_size: int, repeats: int) -> dict:
     import torch
 
-    from topocli.checkpoint import resolve_model
-    from topocli.extraction import batch_order, extract, prepare_batch
-    from topocli.stimuli import load_stimulus_set
-    from topocli.suffstats import SufficientStats
+    from topocli.activations.extraction import batch_order, extract, prepare_batch
+    from topocli.models.checkpoint import resolve_model
+    from topocli.stats.suffstats import SufficientStats
+    from topocli.stimuli.stimulus_set import load_stimulus_set
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,9 +81,9 @@ def overhead(model_spec: str, n: int, batch_size: int, repeats: int) -> dict:
 def rss_child(model_spec: str, n: int, batch_size: int) -> None:
     import resource
 
-    from topocli.checkpoint import resolve_model
-    from topocli.extraction import extract
-    from topocli.stimuli import load_stimulus_set
+    from topocli.activations.extraction import extract
+    from topocli.models.checkpoint import resolve_model
+    from topocli.stimuli.stimulus_set import load_stimulus_set
 
     with tempfile.TemporaryDirectory() as tmp:
         stim = load_stimulus_set(write_stimuli(Path(tmp), n))

@@ -30,8 +30,8 @@ import scipy.stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from topocli.statistics import bh_fdr, t_pvalue, welch_t  # noqa: E402
-from topocli.suffstats import SufficientStats  # noqa: E402
+from topocli.stats.contrasts import bh_fdr, t_pvalue, welch_t  # noqa: E402
+from topocli.stats.suffstats import SufficientStats  # noqa: E402
 
 
 def _peak_gib() -> float:

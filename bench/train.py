@@ -1,9 +1,10 @@
 """Benchmarks for ``topo train`` (issue 3); every ratio is measured in the same run.
 
-Part 1 (below): the vectorised spatial loss (:func:`topocli.spatial_loss.spatial_loss`) against
+Part 1 (below): the vectorised spatial loss
+(:func:`topocli.training.spatial_loss.spatial_loss`) against
 per-neighbourhood Python loops on the same activations and the same centres:
 
-* ``numpy loop``: :func:`topocli.spatial_loss.spatial_loss_reference`, the formula written
+* ``numpy loop``: :func:`topocli.training.spatial_loss.spatial_loss_reference`, the formula written
   directly (``np.corrcoef``, ``np.tril_indices``, one neighbourhood at a time, float64, CPU);
 * ``torch loop``: the way the reference implementations do it in training: neighbourhood index
   lists and their distances precomputed, then per neighbourhood ``torch.corrcoef``, the lower
@@ -39,7 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from topocli.sheet import AreaSpec, Sheet  # noqa: E402
-from topocli.spatial_loss import (  # noqa: E402
+from topocli.training.spatial_loss import (  # noqa: E402
     NeighbourhoodPool,
     build_neighbourhood_pool,
     sample_centres,

@@ -10,11 +10,11 @@ import time
 
 import torch
 
-from topocli.checkpoint import CONTROL_MODEL, resolve_model
-from topocli.extraction import prepare_batch
-from topocli.spatial_loss import build_neighbourhood_pool, spatial_loss
-from topocli.stimuli import load_stimulus_set
-from topocli.train import task_loss, trainable_setup
+from topocli.activations.extraction import prepare_batch
+from topocli.models.checkpoint import CONTROL_MODEL, resolve_model
+from topocli.stimuli.stimulus_set import load_stimulus_set
+from topocli.training.spatial_loss import build_neighbourhood_pool, spatial_loss
+from topocli.workflows.train.run import task_loss, trainable_setup
 
 
 def main() -> None:

@@ -17,7 +17,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from topocli.agreement import (
+from topocli.errors import TopoInputError
+from topocli.human.maps import category_profiles, load_human_profiles
+from topocli.stats.agreement import (
     ConditionMap,
     apply_condition_map,
     compare_moran_distributions,
@@ -28,8 +30,6 @@ from topocli.agreement import (
     selectivity_dprime,
     validate_condition_map,
 )
-from topocli.errors import TopoInputError
-from topocli.human import category_profiles, load_human_profiles
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 NEEDS_REFERENCE = pytest.mark.skipif(

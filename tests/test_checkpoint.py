@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from topocli.checkpoint import load_checkpoint, resolve_model, save_checkpoint
 from topocli.errors import TopoInputError
-from topocli.model import build_topo_model
+from topocli.models.checkpoint import load_checkpoint, resolve_model, save_checkpoint
+from topocli.models.topo_model import build_topo_model
 
 
 def test_round_trip_adaptors_sheet_and_outputs(tiny_model_dir, tmp_path):

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage, stats
 
-from topocli.clusters import (
+from topocli.errors import TopoInputError
+from topocli.sheet import AreaSpec, Sheet
+from topocli.stats.clusters import (
     CLUSTER_COLUMNS,
     find_clusters,
     island_morans_i,
@@ -14,9 +16,7 @@ from topocli.clusters import (
     morans_i,
     queen_weights,
 )
-from topocli.errors import TopoInputError
-from topocli.froi import dice
-from topocli.sheet import AreaSpec, Sheet
+from topocli.stats.froi import dice
 
 esda = pytest.importorskip("esda")
 libpysal = pytest.importorskip("libpysal")

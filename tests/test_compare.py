@@ -1,7 +1,7 @@
 """`topo compare`: model results folders against human fROI tables and maps.
 
 Oracles: hand computations (numpy, itertools enumeration of the permutations, a loop over the
-bootstrap resamples), scipy (pearsonr, spearmanr, ttest_ind, mannwhitneyu), topocli.human's
+bootstrap resamples), scipy (pearsonr, spearmanr, ttest_ind, mannwhitneyu), topocli.human.maps's
 category profiles and the EMFL reference table end to end (when ../shared/reference exists).
 Model results folders are written here with ResultsFolder, so these tests do not depend on
 `topo localize`.
@@ -21,7 +21,11 @@ import pytest
 from scipy import stats
 
 from topocli.cli import main
-from topocli.compare import (
+from topocli.errors import TopoInputError
+from topocli.human.maps import category_profiles, load_human_profiles
+from topocli.reporting.results import ResultsFolder, read_manifest
+from topocli.sheet import AreaSpec, Sheet
+from topocli.workflows.compare.run import (
     METRIC_COLUMNS,
     PROFILE_COLUMNS,
     compare,
@@ -29,10 +33,6 @@ from topocli.compare import (
     parse_map_specs,
     shipped_condition_map,
 )
-from topocli.errors import TopoInputError
-from topocli.human import category_profiles, load_human_profiles
-from topocli.results import ResultsFolder, read_manifest
-from topocli.sheet import AreaSpec, Sheet
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 NEEDS_REFERENCE = pytest.mark.skipif(
@@ -305,7 +305,7 @@ def test_emfl_reference_end_to_end_with_the_shipped_condition_map(tmp_path):
     assert (summary["pearson_p"] >= 1 / 24 - 1e-12).all()  # 4 conditions: exact, 24 orderings
     for pair_row in summary.itertuples():
         assert pair_row.pearson_ci_low <= pair_row.pearson_r <= pair_row.pearson_ci_high
-    # the human side is topocli.human's category profile, conditions in human names
+    # the human side is topocli.human.maps's category profile, conditions in human names
     profiles = result.profiles[result.profiles["side"] == "human"]
     tom = profiles[profiles["froi"] == "tom"].set_index("condition")["mean"]
     assert tom.loc["math"] == pytest.approx(human.loc["math", "tom"])

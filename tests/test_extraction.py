@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from topocli.extraction import extract, iter_activations
-from topocli.model import build_topo_model
-from topocli.stimuli import load_stimulus_set
+from topocli.activations.extraction import extract, iter_activations
+from topocli.models.topo_model import build_topo_model
+from topocli.stimuli.stimulus_set import load_stimulus_set
 
 
 def _full_matrix(model, stim):
@@ -61,7 +61,7 @@ def test_cache_hit_skips_the_model(tiny_model_dir, stimulus_dirs, monkeypatch):
 
 
 def test_cache_key_depends_on_adaptors_and_stimuli(tiny_model_dir, stimulus_dirs, tmp_path):
-    from topocli.extraction import cache_key
+    from topocli.activations.extraction import cache_key
 
     a = build_topo_model(tiny_model_dir("bert"), seed=0)
     b = build_topo_model(tiny_model_dir("bert"), seed=1)
@@ -73,7 +73,7 @@ def test_cache_key_depends_on_adaptors_and_stimuli(tiny_model_dir, stimulus_dirs
 
 
 def test_failed_extraction_leaves_no_cache(tiny_model_dir, stimulus_dirs, monkeypatch):
-    from topocli.extraction import activation_cache_dir
+    from topocli.activations.extraction import activation_cache_dir
 
     model = build_topo_model(tiny_model_dir("bert"))
     stim = load_stimulus_set(stimulus_dirs["text"])

@@ -8,7 +8,8 @@ from scipy import stats
 from scipy.spatial import distance
 
 from topocli.errors import TopoInputError
-from topocli.froi import (
+from topocli.sheet import AreaSpec, Sheet
+from topocli.stats.froi import (
     PROFILE_COLUMNS,
     dice,
     froi_masks,
@@ -17,7 +18,6 @@ from topocli.froi import (
     split_half_dice,
     top_percent_mask,
 )
-from topocli.sheet import AreaSpec, Sheet
 
 
 def _sheet() -> Sheet:

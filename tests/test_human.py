@@ -27,7 +27,7 @@ from scipy.stats import norm
 from statsmodels.stats.multitest import multipletests
 
 from topocli.errors import TopoInputError
-from topocli.human import (
+from topocli.human.maps import (
     HumanMap,
     category_profiles,
     check_alignment,
@@ -340,7 +340,7 @@ def test_islands_use_26_connectivity_and_min_size():
 def test_volume_islands_match_model_side_on_a_single_slice():
     """A one-voxel-thick volume: 26-neighbour islands are the sheet's queen islands, so the
     human and model implementations must give the same numbering, I and p (same seeds)."""
-    clusters = pytest.importorskip("topocli.clusters")
+    clusters = pytest.importorskip("topocli.stats.clusters")
     grid = _smooth_volume(shape=(40, 40, 1), seed=9)[..., 0]
     ours = volume_islands_morans_i(grid[..., None], 0.8, min_size=8, permutations=199, seed=3)
     labels = clusters.label_components(grid >= 0.8, connectivity=8, min_size=8)

@@ -12,7 +12,10 @@ import torch
 
 from topocli.cli import main
 from topocli.errors import TopoInputError
-from topocli.intervene import (
+from topocli.reporting.results import ResultsFolder, read_manifest
+from topocli.sheet import AreaSpec, Sheet
+from topocli.stats.suffstats import SufficientStats
+from topocli.workflows.intervene.run import (
     PerturbationSet,
     Selection,
     distance_matched_controls,
@@ -24,23 +27,20 @@ from topocli.intervene import (
     stimulation_units,
     token_losses,
 )
-from topocli.results import ResultsFolder, read_manifest
-from topocli.sheet import AreaSpec, Sheet
-from topocli.suffstats import SufficientStats
 
 CONTRAST = "alpha>beta"
 
 
 # ---------------------------------------------------------------------- helpers
 def _model(path, **kw):
-    from topocli.checkpoint import resolve_model
+    from topocli.models.checkpoint import resolve_model
 
     return resolve_model(str(path), **kw)
 
 
 def _batch(model, stim_dir, n=8):
-    from topocli.extraction import prepare_batch
-    from topocli.stimuli import load_stimulus_set
+    from topocli.activations.extraction import prepare_batch
+    from topocli.stimuli.stimulus_set import load_stimulus_set
 
     stim = load_stimulus_set(stim_dir)
     rows = np.arange(min(n, len(stim)))
@@ -85,7 +85,7 @@ def _write_source(
     command: str = "localize",
 ) -> Path:
     """A synthetic localize results folder: units.csv, clusters.csv, manifest with identity."""
-    from topocli.checkpoint import model_identity
+    from topocli.models.checkpoint import model_identity
 
     sheet = model.sheet
     labels = np.zeros(sheet.n_units, dtype=np.int64)
@@ -195,7 +195,7 @@ def test_removing_the_edits_restores_the_outputs_exactly(bert, stimulus_dirs):
 
 
 def test_stacked_perturbations_in_one_forward_equal_one_at_a_time(bert, stimulus_dirs):
-    from topocli.intervene import Prepared, _forward
+    from topocli.workflows.intervene.run import Prepared, _forward
 
     model = bert
     batch = _batch(model, stimulus_dirs["text"], n=5)
@@ -453,8 +453,8 @@ def test_probe_baseline_matches_sklearn_on_extracted_features(planted, tmp_path,
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from topocli.extraction import iter_activations
-    from topocli.stimuli import load_stimulus_set
+    from topocli.activations.extraction import iter_activations
+    from topocli.stimuli.stimulus_set import load_stimulus_set
 
     folder, src, _ = planted
     stim_dir = Path(json.loads((src / "manifest.json").read_text())["parameters"]["stimuli"])
@@ -488,7 +488,7 @@ def test_lm_loss_on_a_causal_model_equals_the_model_own_loss(
 ):
     from transformers import AutoTokenizer
 
-    from topocli.stimuli import load_stimulus_set
+    from topocli.stimuli.stimulus_set import load_stimulus_set
 
     path = tiny_model_dir("gpt2")
     model = _model(path)
@@ -525,7 +525,7 @@ def test_lm_loss_on_a_causal_model_equals_the_model_own_loss(
 # ---------------------------------------------------------------------- with the real localize
 @pytest.mark.parametrize("mode", ["mean", "steer", "stimulate"])
 def test_on_a_localize_results_folder(tiny_model_dir, stimulus_dirs, tmp_path, capsys, mode):
-    pytest.importorskip("topocli.localize")
+    pytest.importorskip("topocli.workflows.localize.run")
     loc = tmp_path / "loc"
     code, _, err = _cli(
         ["localize", "--model", tiny_model_dir("bert"), "--stimuli", stimulus_dirs["text"]]

@@ -14,9 +14,14 @@ import torch
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from topocli import extraction
+from topocli.activations import extraction
 from topocli.errors import TopoInputError
-from topocli.localize import (
+from topocli.reporting.results import ResultsFolder, load_sheet_maps, read_manifest
+from topocli.sheet import AreaSpec, Sheet
+from topocli.stats.smoothing import smooth_map, smooth_units
+from topocli.stats.suffstats import SufficientStats
+from topocli.stimuli.stimulus_set import Stimulus, StimulusSet, load_stimulus_set
+from topocli.workflows.localize.run import (
     UNIT_COLUMNS,
     LocalizerSpec,
     contrast_maps,
@@ -24,11 +29,6 @@ from topocli.localize import (
     run_localize,
     write_localize_results,
 )
-from topocli.results import ResultsFolder, load_sheet_maps, read_manifest
-from topocli.sheet import AreaSpec, Sheet
-from topocli.smoothing import smooth_map, smooth_units
-from topocli.stimuli import Stimulus, StimulusSet, load_stimulus_set
-from topocli.suffstats import SufficientStats
 
 
 # ---------------------------------------------------------------------- helpers
@@ -75,7 +75,7 @@ def _blob_sheet() -> tuple[Sheet, np.ndarray]:
 
 
 def _tiny_model(tiny_model_dir):
-    from topocli.model import build_topo_model
+    from topocli.models.topo_model import build_topo_model
 
     return build_topo_model(tiny_model_dir("bert"), mode="direct")
 
@@ -436,7 +436,9 @@ def test_run_localize_defaults_from_the_localizer_and_default_out(
 ):
     from rich.console import Console
 
-    monkeypatch.setattr("topocli.localize.resolve_localizer", lambda name: _toy_spec())
+    monkeypatch.setattr(
+        "topocli.workflows.localize.run.resolve_localizer", lambda name: _toy_spec()
+    )
     monkeypatch.chdir(tmp_path)
     buf = io.StringIO()
     out = run_localize(
@@ -470,7 +472,8 @@ def test_run_localize_defaults_from_the_localizer_and_default_out(
 
 def test_run_localize_bad_input(tiny_model_dir, stimulus_dirs, tmp_path, monkeypatch):
     monkeypatch.setattr(
-        "topocli.localize.resolve_localizer", lambda name: _toy_spec(user_stimuli=True)
+        "topocli.workflows.localize.run.resolve_localizer",
+        lambda name: _toy_spec(user_stimuli=True),
     )
     ctx = _ctx(tiny_model_dir("bert"), tmp_path / "o", quiet=True)
     with pytest.raises(TopoInputError, match="needs your stimuli: pass --stimuli"):
@@ -491,7 +494,7 @@ def test_run_localize_bad_input(tiny_model_dir, stimulus_dirs, tmp_path, monkeyp
 
 
 def test_run_localize_with_the_shipped_language_localizer(tiny_model_dir, tmp_path):
-    from topocli.localize import resolve_localizer
+    from topocli.workflows.localize.run import resolve_localizer
 
     spec = resolve_localizer("language")
     assert {"sentences", "nonwords"} <= set(spec.conditions)
@@ -518,7 +521,7 @@ def test_run_localize_with_the_shipped_language_localizer(tiny_model_dir, tmp_pa
 
 def test_generated_parametric_localizer_from_a_user_toml(tiny_model_dir, tmp_path):
     """A user tonotopy definition: stimuli generated into a temp folder, ANOVA, its defaults."""
-    from topocli.localize import resolve_localizer
+    from topocli.workflows.localize.run import resolve_localizer
 
     toml = tmp_path / "tones.toml"
     toml.write_text(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from topocli.errors import TopoInputError
-from topocli.localizers import (
+from topocli.stimuli.localizers import (
     _parse_weights,
     baseline_pool,
     generate_retinotopy,

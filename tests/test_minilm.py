@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from topocli.checkpoint import CONTROL_MODEL, embedded_base_path, resolve_model
-from topocli.extraction import extract, final_representation, prepare_batch
-from topocli.stimuli import load_stimulus_set
+from topocli.activations.extraction import extract, final_representation, prepare_batch
+from topocli.models.checkpoint import CONTROL_MODEL, embedded_base_path, resolve_model
+from topocli.stimuli.stimulus_set import load_stimulus_set
 
 pytestmark = pytest.mark.slow
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from topocli.activations.extraction import extract, prepare_batch
 from topocli.errors import TopoInputError
-from topocli.extraction import extract, prepare_batch
-from topocli.model import build_topo_model, discover_blocks, select_blocks
-from topocli.stimuli import load_stimulus_set
+from topocli.models.topo_model import build_topo_model, discover_blocks, select_blocks
+from topocli.stimuli.stimulus_set import load_stimulus_set
 
 FAMILY_MODALITIES = {
     "bert": {"text"},

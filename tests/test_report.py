@@ -17,7 +17,8 @@ from matplotlib.patches import Rectangle
 from PIL import Image
 from scipy import stats
 
-from topocli.plotting import (
+from topocli.reporting.html import Report
+from topocli.reporting.plotting import (
     figure_to_bytes,
     figure_to_png_bytes,
     label_edges,
@@ -29,7 +30,6 @@ from topocli.plotting import (
     plot_sheet_maps,
     short_name,
 )
-from topocli.report import Report
 from topocli.sheet import AreaSpec, Sheet
 
 EVIL = '<script>alert("x")</script>'

@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageStat
 
-from topocli.plotting import plot_layout, plot_sheet_map
-from topocli.report import Report
-from topocli.results import ResultsFolder
+from topocli.reporting.html import Report
+from topocli.reporting.plotting import plot_layout, plot_sheet_map
+from topocli.reporting.results import ResultsFolder
 from topocli.sheet import AreaSpec, Sheet
 
 pytestmark = pytest.mark.slow

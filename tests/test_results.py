@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from nibabel.affines import apply_affine
 
-from topocli import results
 from topocli.errors import TopoInputError
-from topocli.results import (
+from topocli.reporting import results
+from topocli.reporting.results import (
     ResultsFolder,
     atomic_write_bytes,
     atomic_write_text,

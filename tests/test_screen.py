@@ -13,12 +13,14 @@ import torch
 from scipy import stats as sps
 from sklearn.metrics import adjusted_rand_score
 
-from topocli import extraction
+from topocli.activations import extraction
 from topocli.cli import main
 from topocli.errors import TopoInputError
-from topocli.froi import dice
-from topocli.results import ResultsFolder, load_sheet_maps, read_manifest
-from topocli.screen import (
+from topocli.reporting.results import ResultsFolder, load_sheet_maps, read_manifest
+from topocli.sheet import AreaSpec, Sheet
+from topocli.stats.froi import dice
+from topocli.stimuli.stimulus_set import Stimulus, StimulusSet, load_stimulus_set
+from topocli.workflows.screen.run import (
     ActivationSource,
     KnownMap,
     ScreenOptions,
@@ -31,8 +33,6 @@ from topocli.screen import (
     screen,
     selectivity_scores,
 )
-from topocli.sheet import AreaSpec, Sheet
-from topocli.stimuli import Stimulus, StimulusSet, load_stimulus_set
 
 
 # ---------------------------------------------------------------------- helpers
@@ -202,8 +202,8 @@ def test_fast_path_equals_a_per_category_scipy_loop(monkeypatch, mode):
 
 
 def test_vectorised_profiles_equal_froi_profiles():
-    from topocli.froi import froi_profiles
-    from topocli.screen import category_profiles
+    from topocli.stats.froi import froi_profiles
+    from topocli.workflows.screen.run import category_profiles
 
     sheet = Sheet.build([AreaSpec("a", 50), AreaSpec("b", 30)], "stacked")
     rng = np.random.default_rng(5)
@@ -412,8 +412,8 @@ EXPECTED = {
 
 
 def _localize_folder(model_dir: Path, stim_dir: Path, out: Path) -> Path:
-    from topocli.localize import localize, write_localize_results
-    from topocli.model import build_topo_model
+    from topocli.models.topo_model import build_topo_model
+    from topocli.workflows.localize.run import localize, write_localize_results
 
     model = build_topo_model(model_dir, mode="direct")
     stim = load_stimulus_set(stim_dir)
@@ -463,7 +463,7 @@ def test_cli_screen_on_tiny_bert_writes_every_output(
     )
     known = pd.read_csv(out / "known.csv")
     assert list(known["known"]) == ["language", "tom", "md", "toy: alpha>beta"]
-    from topocli.extraction import activation_cache_dir
+    from topocli.activations.extraction import activation_cache_dir
 
     assert len(list((activation_cache_dir() / "screen-known").glob("*.safetensors"))) == 3
     manifest = read_manifest(out, verify=True)
@@ -526,7 +526,7 @@ def test_cli_single_category_and_discovery_on_tiny_bert(tiny_model_dir, stimulus
 
 
 def test_a_cached_rerun_gives_the_same_statistics_and_final_reps(tiny_model_dir, stimulus_dirs):
-    from topocli.model import build_topo_model
+    from topocli.models.topo_model import build_topo_model
 
     model = build_topo_model(tiny_model_dir("bert"), mode="direct")
     stim = load_stimulus_set(stimulus_dirs["text"])

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from topocli.errors import TopoInputError
-from topocli.results import ResultsFolder, load_sheet_maps, read_manifest
+from topocli.reporting.results import ResultsFolder, load_sheet_maps, read_manifest
 from topocli.sheet import AreaSpec, Sheet
-from topocli.smooth import default_out, run_smooth
-from topocli.smoothing import smooth_map
+from topocli.stats.smoothing import smooth_map
+from topocli.workflows.smooth.run import default_out, run_smooth
 
 
 def _ctx(out=None, quiet=True, overwrite=False):

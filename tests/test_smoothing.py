@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from topocli.errors import TopoInputError
 from topocli.sheet import AreaSpec, Sheet
-from topocli.smoothing import fwhm_to_sigma, gaussian_kernel1d, smooth_map, smooth_units
+from topocli.stats.smoothing import fwhm_to_sigma, gaussian_kernel1d, smooth_map, smooth_units
 
 SPECS = [AreaSpec("a", 300), AreaSpec("b", 210), AreaSpec("c", 77)]
 

@@ -10,7 +10,7 @@ from scipy.spatial.distance import pdist, squareform
 
 from topocli.errors import TopoInputError
 from topocli.sheet import AreaSpec, Sheet
-from topocli.spatial_loss import (
+from topocli.training.spatial_loss import (
     MAX_STENCIL,
     build_neighbourhood_pool,
     correlation_vs_distance,

@@ -12,7 +12,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.weightstats import DescrStatsW
 
 from topocli.errors import TopoInputError
-from topocli.statistics import (
+from topocli.stats.contrasts import (
     bh_fdr,
     category_vs_baseline,
     category_vs_rest,
@@ -26,7 +26,7 @@ from topocli.statistics import (
     weights_vector,
     welch_t,
 )
-from topocli.suffstats import SufficientStats
+from topocli.stats.suffstats import SufficientStats
 
 ALTS = ["greater", "less", "two-sided"]
 
@@ -368,7 +368,7 @@ def test_category_vs_rest_equals_scipy_loop(alternative):
 
 
 def test_category_vs_rest_chunked_columns(monkeypatch):
-    import topocli.statistics as st
+    import topocli.stats.contrasts as st
 
     x, groups = _grouped(15, [4, 5, 6], 50)
     stats = _stats(x, groups, 3)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from topocli.errors import TopoInputError
-from topocli.stimuli import load_audio, load_image, load_stimulus_set
+from topocli.stimuli.stimulus_set import load_audio, load_image, load_stimulus_set
 
 
 def _write(path, text, encoding="utf-8"):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-import topocli.suffstats as suffstats
+import topocli.stats.suffstats as suffstats
 from topocli.errors import TopoInputError
-from topocli.suffstats import SufficientStats, _batch_moments_torch, chan_merge
+from topocli.stats.suffstats import SufficientStats, _batch_moments_torch, chan_merge
 
 N_ROWS, N_UNITS, N_GROUPS = 103, 257, 6  # group 5 never occurs
 
@@ -231,7 +231,7 @@ def _free_port() -> int:
 def _all_reduce_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     import torch.distributed as dist
 
-    import topocli.suffstats as ss
+    import topocli.stats.suffstats as ss
 
     ss._GATHER_CHUNK_ELEMS = 64  # exercise the column-chunked gather
     dist.init_process_group(

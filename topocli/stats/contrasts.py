@@ -1,8 +1,8 @@
 """Statistics on sufficient statistics: Welch t, weighted contrasts, Cohen's d, BH-FDR, ANOVA.
 
 Every function takes per-group moments (``n`` [G], ``mean`` [G, U], ``var`` [G, U], variances
-with ``ddof=1``) or a :class:`~topocli.suffstats.SufficientStats`, never raw activations, and is
-vectorised over units (and over categories for :func:`category_vs_rest`).
+with ``ddof=1``) or a :class:`~topocli.stats.suffstats.SufficientStats`, never raw activations,
+and is vectorised over units (and over categories for :func:`category_vs_rest`).
 
 Conventions
 -----------
@@ -611,7 +611,7 @@ def category_vs_rest(
         t, df, p, d arrays [K, U] (float64).
     """
     _check_alternative(alternative)
-    from topocli.suffstats import pooled_moments
+    from topocli.stats.suffstats import pooled_moments
 
     count = np.asarray(stats.count, dtype=np.float64)
     mean = np.asarray(stats.mean, dtype=np.float64)
@@ -713,7 +713,7 @@ def category_vs_baseline(
     m2 = np.asarray(stats.m2, dtype=np.float64)
     w = np.zeros(count.size)
     w[base] = count[base]
-    from topocli.suffstats import pooled_moments
+    from topocli.stats.suffstats import pooled_moments
 
     n_b, mu_b, m2_b = pooled_moments(w, mean, m2)
     out = _empty_maps(cats.size, mean.shape[1])

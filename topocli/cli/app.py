@@ -77,8 +77,8 @@ class Context:
     def load_model(self, **build_options):
         import torch
 
-        from topocli.checkpoint import resolve_model
-        from topocli.model import resolve_device, resolve_dtype, seed_everything
+        from topocli.models.checkpoint import resolve_model
+        from topocli.models.topo_model import resolve_device, resolve_dtype, seed_everything
 
         seed_everything(self.seed)
         device = resolve_device(self.device_name)
@@ -178,7 +178,7 @@ def info(
         quiet,
         trust_remote_code,
     )
-    from topocli.info import run_info
+    from topocli.workflows.info.run import run_info
 
     run_info(ctx, out_console=out_console())
 
@@ -244,7 +244,7 @@ def train(
 
       topo train --data corpus/train --out my-topo-minilm --steps 600
     """
-    from topocli.train import TrainConfig, run_train
+    from topocli.workflows.train.run import TrainConfig, run_train
 
     ctx = Context(model, device, dtype, batch_size, seed, out, overwrite, quiet, trust_remote_code)
     config = TrainConfig(
@@ -301,7 +301,7 @@ def smooth(
     3 sigma. To smooth activations before the statistics, as fMRI does, use
     `topo localize --fwhm-mm F` instead. Example: topo smooth loc-lang --fwhm-mm 4
     """
-    from topocli.smooth import run_smooth
+    from topocli.workflows.smooth.run import run_smooth
 
     ctx = Context(None, "cpu", "float32", 1, 0, out, overwrite, quiet)
     run_smooth(ctx, input_path, fwhm_mm, across_areas, maps, out_console=out_console())
@@ -358,7 +358,7 @@ def localize(
     With no options: the language localizer (sentences > nonwords) on the embedded default.
     Example: topo localize --localizer md --fwhm-mm 8 --out loc-md
     """
-    from topocli.localize import run_localize
+    from topocli.workflows.localize.run import run_localize
 
     ctx = Context(model, device, dtype, batch_size, seed, out, overwrite, quiet, trust_remote_code)
     run_localize(
@@ -450,7 +450,7 @@ def screen(
       topo screen --stimuli animals/ --against baseline/
       topo screen --discover pool/ --min-size 15 --known localize-language/
     """
-    from topocli.screen import ScreenOptions, run_screen
+    from topocli.workflows.screen.run import ScreenOptions, run_screen
 
     ctx = Context(model, device, dtype, batch_size, seed, out, overwrite, quiet, trust_remote_code)
     opts = ScreenOptions(
@@ -541,7 +541,7 @@ def intervene(
 
       topo intervene --from loc-lang --contrast "sentences>nonwords" --dose 1,5,10 --out abl
     """
-    from topocli.intervene import run_intervene
+    from topocli.workflows.intervene.run import run_intervene
 
     ctx = Context(model, device, dtype, batch_size, seed, out, overwrite, quiet, trust_remote_code)
     run_intervene(
@@ -656,7 +656,7 @@ def compare(
     """
     import shlex
 
-    from topocli.compare import run_compare
+    from topocli.workflows.compare.run import run_compare
 
     run_compare(
         model_results,

@@ -611,7 +611,7 @@ def split_half_froi_responses(
 
     For each parcel the fROI defined on the even-run contrast is read out in the odd-run
     condition maps (``'even->odd'``), the fROI defined on the odd-run contrast in the even-run
-    maps (``'odd->even'``), and the two are averaged (``'mean'``), as ``topocli.froi`` does on
+    maps (``'odd->even'``), and the two are averaged (``'mean'``), as ``topocli.stats.froi`` does on
     the sheet (same selection rule, same direction names, ``mean = (a + b) / 2``). A readout is
     the mean of the *finite* condition values inside the fROI (human maps carry NaN outside the
     brain; NaN when none is finite).
@@ -839,7 +839,7 @@ ISLAND_COLUMNS = [
     "peak_value",
     "peak_index",
 ]
-_BLOCK_ELEMENTS = 1 << 22  # permutations x elements evaluated at once (as topocli.clusters)
+_BLOCK_ELEMENTS = 1 << 22  # permutations x elements evaluated at once (as topocli.stats.clusters)
 
 
 @dataclass
@@ -877,7 +877,7 @@ def morans_i_sparse(
 ) -> MoranResult:
     """Moran's I with a sparse weight matrix and a vectorised permutation test.
 
-    The model side's definition (``topocli.clusters``), for any adjacency: the weights are
+    The model side's definition (``topocli.stats.clusters``), for any adjacency: the weights are
     row-standardised (esda's default ``'r'`` transform; rows without neighbours stay zero),
     ``I = n / S0 * (z' W z) / (z' z)`` with ``z = y - mean(y)`` and ``S0`` the sum of the
     standardised weights, as ``esda.Moran``. The null shuffles the values among the elements:
@@ -1012,7 +1012,7 @@ def volume_islands_morans_i(
 
     Islands are the connected components (26-connectivity, ``scipy.ndimage.label`` with a
     3x3x3 structure) of the finite voxels with value ``>= threshold`` (nilearn's convention for
-    a kept voxel). As on the model side (``topocli.clusters``), islands below ``min_size`` are
+    a kept voxel). As on the model side (``topocli.stats.clusters``), islands below ``min_size`` are
     dropped, the rest are numbered ``1..n`` by decreasing size (ties: scipy's raster order),
     and island ``k`` draws its permutations from ``numpy.random.default_rng([seed, k])`` so its
     p does not depend on the other islands. Moran's I uses binary 26-neighbour weights inside

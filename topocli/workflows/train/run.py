@@ -6,7 +6,7 @@ Loss per step: ``task + alpha * spatial``.
   KL(teacher || student) on next-token logits for causal language models, ``1 - cosine`` of the
   pooled final representation for encoders. The teacher is the same backbone run with every hook
   point bypassed (adaptor mode), which is exactly the base model.
-* spatial: :func:`topocli.spatial_loss.spatial_loss` on the pooled sheet activations of the
+* spatial: :func:`topocli.training.spatial_loss.spatial_loss` on the pooled sheet activations of the
   batch (``B >= 3`` samples), centres drawn by a seeded generator each step.
 
 Adaptor mode trains only the adaptor matrices W (Topo-Omni); direct mode fine-tunes the recorded
@@ -31,11 +31,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from topocli.activations.extraction import final_representation, prepare_batch
 from topocli.errors import TopoInputError
-from topocli.extraction import final_representation, prepare_batch
-from topocli.model import TopoModel
-from topocli.spatial_loss import build_neighbourhood_pool, spatial_loss
-from topocli.stimuli import StimulusSet
+from topocli.models.topo_model import TopoModel
+from topocli.stimuli.stimulus_set import StimulusSet
+from topocli.training.spatial_loss import build_neighbourhood_pool, spatial_loss
 
 STATE_FILE = "trainer_state.safetensors"
 LOG_FILE = "train_log.csv"
@@ -243,7 +243,7 @@ def train(
     on_checkpoint=None,
 ) -> TrainResult:
     """Run (or resume) training and write checkpoints into ``out``."""
-    from topocli.checkpoint import read_meta, save_checkpoint
+    from topocli.models.checkpoint import read_meta, save_checkpoint
 
     config.validate()
     rank, world = init_distributed()
@@ -367,7 +367,7 @@ def _checkpoint(model, out, config, step, optimizer, scheduler, generator, log, 
 # ---------------------------------------------------------------------- held-out evaluation
 def heldout_activations(model: TopoModel, data: StimulusSet, batch_size: int) -> np.ndarray:
     """Pooled sheet activations [N, U] of a (small) held-out set."""
-    from topocli.extraction import iter_activations
+    from topocli.activations.extraction import iter_activations
 
     acts = np.zeros((len(data), model.sheet.n_units), dtype=np.float32)
     for rows, a, _ in iter_activations(model, data, batch_size):
@@ -377,7 +377,7 @@ def heldout_activations(model: TopoModel, data: StimulusSet, batch_size: int) ->
 
 def distillation_fidelity(model: TopoModel, data: StimulusSet, batch_size: int) -> float:
     """Mean cosine between the model's and the base model's final representations."""
-    from topocli.extraction import batch_order
+    from topocli.activations.extraction import batch_order
 
     sims = []
     with torch.no_grad():
@@ -408,9 +408,9 @@ def write_train_report(
     out: Path, log: list[dict], curves: dict[str, pd.DataFrame], summary: dict
 ) -> None:
     """report.html beside the checkpoint: loss curves and correlation vs distance."""
-    from topocli.plotting import plot_lines
-    from topocli.report import Report
-    from topocli.results import atomic_write_text
+    from topocli.reporting.html import Report
+    from topocli.reporting.plotting import plot_lines
+    from topocli.reporting.results import atomic_write_text
 
     report = Report("topo train", subtitle=str(out))
     report.add_section("Summary")
@@ -462,10 +462,10 @@ def run_train(
     out_console,
 ) -> Path:
     """The ``topo train`` command: build or resume, train, evaluate on held-out text, report."""
-    from topocli.checkpoint import CONTROL_MODEL, is_checkpoint, load_checkpoint
-    from topocli.model import resolve_device
-    from topocli.spatial_loss import correlation_vs_distance
-    from topocli.stimuli import load_stimulus_set
+    from topocli.models.checkpoint import CONTROL_MODEL, is_checkpoint, load_checkpoint
+    from topocli.models.topo_model import resolve_device
+    from topocli.stimuli.stimulus_set import load_stimulus_set
+    from topocli.training.spatial_loss import correlation_vs_distance
 
     if ctx.out is None:
         raise TopoInputError("topo train needs --out CHECKPOINT_FOLDER")

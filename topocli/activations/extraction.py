@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from topocli.errors import TopoInputError
-from topocli.model import TopoModel, topo_cache_dir
-from topocli.stimuli import Stimulus, StimulusSet, load_audio, load_image
-from topocli.suffstats import SufficientStats
+from topocli.models.topo_model import TopoModel, topo_cache_dir
+from topocli.stats.suffstats import SufficientStats
+from topocli.stimuli.stimulus_set import Stimulus, StimulusSet, load_audio, load_image
 
 MAX_TEXT_TOKENS = 512
 CACHE_SHARD_BYTES = 1 << 26
@@ -199,7 +199,7 @@ class Extraction:
 
 
 def cache_key(model: TopoModel, stim_set: StimulusSet, pooling: str) -> str:
-    from topocli.checkpoint import model_identity
+    from topocli.models.checkpoint import model_identity
 
     ident = model_identity(model)
     ident.pop("name", None)

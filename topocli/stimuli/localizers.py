@@ -5,7 +5,7 @@ contrasts, default thresholds, target region and literature source, and where it
 from: a folder shipped with the project, the user (``stimuli = "user"``), or a generator of this
 module (``stimuli = "generated"``: Gaussian-windowed noise patches for retinotopy, pure tones for
 tonotopy). Shipped definitions live in the repository's ``localizers/`` folder, installed as the
-data package ``topocli.localizers``.
+data package ``topocli.localizer_data``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ __all__ = [
 SCHEMA_VERSION = 1
 # Where an installed copy keeps the shipped files (the second name is in case the data package is
 # renamed so that it no longer shadows this module in a non-editable install).
-_DATA_PACKAGES = ("topocli.localizers", "topocli.localizer_data")
+_DATA_PACKAGES = ("topocli.localizer_data",)
 MODALITIES = ("text", "image", "audio")
 ALTERNATIVES = ("greater", "less", "two-sided")
 ANALYSES = ("contrast", "parametric")
@@ -327,7 +327,7 @@ class Localizer:
 def library_root() -> Path:
     """Folder holding the shipped definitions and stimuli.
 
-    The installed data package ``topocli.localizers`` when it is a real folder with definitions,
+    The installed data package ``topocli.localizer_data`` when it is a real folder with definitions,
     else the repository's ``localizers/`` next to the ``topocli`` source folder.
     """
     for package in _DATA_PACKAGES:
@@ -337,7 +337,7 @@ def library_root() -> Path:
             continue
         if candidate.is_dir() and any(candidate.glob("*.toml")):
             return candidate
-    return Path(__file__).resolve().parent.parent / "localizers"
+    return Path(__file__).resolve().parents[2] / "localizers"
 
 
 def list_localizers() -> list[str]:

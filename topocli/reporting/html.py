@@ -134,7 +134,7 @@ class Report:
         command: str | None = None,
         created: str | None = None,
     ) -> None:
-        from topocli.results import utc_now_iso
+        from topocli.reporting.results import utc_now_iso
 
         self.title = str(title)
         self.subtitle = None if subtitle is None else str(subtitle)
@@ -243,7 +243,7 @@ class Report:
         self, fig: Any, caption: str | None = None, dpi: int = 150, fmt: str = "png"
     ) -> None:
         """Embed a matplotlib Figure as a base64 PNG (or SVG) data URI."""
-        from topocli.plotting import figure_to_bytes
+        from topocli.reporting.plotting import figure_to_bytes
 
         data = figure_to_bytes(fig, fmt=fmt, dpi=dpi)
         mime = "image/svg+xml" if fmt == "svg" else f"image/{fmt}"
@@ -282,7 +282,7 @@ class Report:
         pairs = []
         for k, v in items.items():
             if isinstance(v, (Mapping, list, tuple)):
-                from topocli.results import to_jsonable
+                from topocli.reporting.results import to_jsonable
 
                 text = json.dumps(to_jsonable(v), ensure_ascii=False)
             else:
@@ -356,6 +356,6 @@ class Report:
 
     def save(self, path: str | Path) -> Path:
         """Render and write atomically to ``path``."""
-        from topocli.results import atomic_write_text
+        from topocli.reporting.results import atomic_write_text
 
         return atomic_write_text(path, self.render())

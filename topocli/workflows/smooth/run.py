@@ -3,7 +3,7 @@
 INPUT is a topo results folder (every NIfTI sheet map it lists in ``manifest.json``) or one
 NIfTI sheet map written by topo (its JSON sidecar names the ``sheet.safetensors`` that maps grid
 cells back to units, so permuted and tiled sheets are rebuilt exactly). Every map is smoothed
-with :func:`topocli.smoothing.smooth_map` (within each area unless ``across_areas``; NaN units
+with :func:`topocli.stats.smoothing.smooth_map` (within each area unless ``across_areas``; NaN units
 stay NaN and do not count) and written, under the same file and map names, into a new results
 folder with a before/after figure per map in ``report.html`` and a manifest.
 
@@ -62,7 +62,7 @@ def collect_maps(input_path: str | Path) -> tuple[list[tuple[str, str]], dict[st
     TopoInputError
         Not a results folder / sheet map, or a folder with no sheet maps.
     """
-    from topocli.results import read_manifest
+    from topocli.reporting.results import read_manifest
 
     p = Path(input_path)
     if not p.exists():
@@ -85,7 +85,7 @@ def collect_maps(input_path: str | Path) -> tuple[list[tuple[str, str]], dict[st
 
 def _results_root(p: Path) -> Path:
     """The results folder holding file ``p``: the nearest ancestor with a manifest.json."""
-    from topocli.results import MANIFEST
+    from topocli.reporting.results import MANIFEST
 
     for folder in list(p.parents)[:8]:
         if (folder / MANIFEST).is_file():
@@ -139,8 +139,8 @@ def run_smooth(
     Path
         The results folder written.
     """
-    from topocli.results import ResultsFolder, load_sheet_maps
-    from topocli.smoothing import fwhm_to_sigma, smooth_map
+    from topocli.reporting.results import ResultsFolder, load_sheet_maps
+    from topocli.stats.smoothing import fwhm_to_sigma, smooth_map
 
     try:
         fw = float(fwhm_mm)
@@ -198,7 +198,7 @@ def run_smooth(
 
 
 def _available(files: list[tuple[str, str]]) -> str:
-    from topocli.results import load_sheet_maps
+    from topocli.reporting.results import load_sheet_maps
 
     out = []
     for rel, path in files:
@@ -208,8 +208,8 @@ def _available(files: list[tuple[str, str]]) -> str:
 
 
 def _report(jobs, smoothed, sheet, fwhm, across_areas, input_path, manifest):
-    from topocli.plotting import plot_sheet_maps
-    from topocli.report import Report
+    from topocli.reporting.html import Report
+    from topocli.reporting.plotting import plot_sheet_maps
 
     rep = Report(
         f"topo smooth: FWHM {fwhm:g} mm",

@@ -5,7 +5,7 @@ module reloads the model from its manifest, picks the target units (a cluster of
 or the top P% units of a contrast by t), perturbs them through the model's hook points and
 measures what changes downstream.
 
-Interventions (one hook API for all: :meth:`topocli.model.HookPoint.add_edit`)
+Interventions (one hook API for all: :meth:`topocli.models.topo_model.HookPoint.add_edit`)
 ---------------------------------------------------------------------------
 Every intervention is a set of sheet units and one value per unit:
 
@@ -176,7 +176,7 @@ def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
 
 def read_source(root: str | Path) -> SourceResults:
     """Read and check a localize or screen results folder (manifest, units.csv, clusters.csv)."""
-    from topocli.results import read_manifest
+    from topocli.reporting.results import read_manifest
 
     root = Path(root)
     manifest = read_manifest(root)
@@ -301,7 +301,7 @@ def cluster_members(source: SourceResults, contrast: str, cluster: int) -> tuple
 
 def model_spec_from_manifest(manifest: dict) -> str | None:
     """What ``--model`` the results folder was made with (for reloading it)."""
-    from topocli.checkpoint import CONTROL_MODEL, DEFAULT_MODEL, EMBEDDED_BASE
+    from topocli.models.checkpoint import CONTROL_MODEL, DEFAULT_MODEL, EMBEDDED_BASE
 
     ident = (manifest.get("extra") or {}).get("model") or {}
     if ident.get("name") in (DEFAULT_MODEL, CONTROL_MODEL):
@@ -321,7 +321,7 @@ def identity_mismatch(expected: dict, actual: dict) -> list[str]:
 
 
 def to_json(obj: Any) -> str:
-    from topocli.results import to_jsonable
+    from topocli.reporting.results import to_jsonable
 
     return json.dumps(to_jsonable(obj), sort_keys=True)
 
@@ -332,7 +332,7 @@ def _describe_model(ident: Mapping[str, Any]) -> str:
 
 def check_identity(source: SourceResults, model: Any, given_spec: str | None) -> None:
     """Refuse a results folder whose model identity differs from the loaded model's."""
-    from topocli.checkpoint import model_identity
+    from topocli.models.checkpoint import model_identity
 
     expected = source.identity
     if not expected:
@@ -360,8 +360,8 @@ def check_identity(source: SourceResults, model: Any, given_spec: str | None) ->
 # ---------------------------------------------------------------------- stimuli
 def source_stimuli(source: SourceResults) -> tuple[Any, list[str]]:
     """Rebuild the source folder's stimulus set; also notes (e.g. the stimuli changed)."""
-    from topocli.results import describe_input
-    from topocli.stimuli import load_condition_folders, load_stimulus_set
+    from topocli.reporting.results import describe_input
+    from topocli.stimuli.stimulus_set import load_condition_folders, load_stimulus_set
 
     params = source.manifest.get("parameters") or {}
     notes: list[str] = []
@@ -889,7 +889,7 @@ def prepare_stimuli(
     subset: np.ndarray | None = None,
 ) -> Prepared:
     """Tokenise / preprocess once (all stimuli, or the rows of ``subset``), in length order."""
-    from topocli.extraction import batch_order, prepare_batch
+    from topocli.activations.extraction import batch_order, prepare_batch
 
     causal = is_causal_lm(model)
     ordered = np.concatenate(list(batch_order(stim_set, max(1, len(stim_set)))))
@@ -907,7 +907,7 @@ def prepare_stimuli(
 
 
 def _forward(model: Any, batch: Any, times: int, prep: Prepared) -> tuple[Any, Any]:
-    from topocli.extraction import autocast_for, final_representation
+    from topocli.activations.extraction import autocast_for, final_representation
 
     inputs = {k: _repeat(v, times) for k, v in batch.inputs.items()}
     masks = [_repeat(m, times) for m in batch.masks]
@@ -934,7 +934,7 @@ class Baseline:
 
 def run_baseline(model: Any, prep: Prepared, progress: Any = None) -> Baseline:
     """Unperturbed final representations, LM losses and pooled sheet activations."""
-    from topocli.extraction import autocast_for, final_representation
+    from topocli.activations.extraction import autocast_for, final_representation
 
     final = loss = None
     acts = np.zeros((prep.n, model.sheet.n_units), dtype=np.float32)
@@ -1372,8 +1372,8 @@ def build_report(
     notes: Sequence[str],
 ):
     """report.html: summary, dose-response plots, the targeted units on the sheet, tables."""
-    from topocli.plotting import plot_lines, plot_sheet_map
-    from topocli.report import Report
+    from topocli.reporting.html import Report
+    from topocli.reporting.plotting import plot_lines, plot_sheet_map
 
     rep = Report(
         f"Intervention: {summary['mode']} of {summary['target']}",
@@ -1588,7 +1588,7 @@ def load_reference(
     plan: Plan, sheet: Sheet, base: Baseline, design: Design
 ) -> tuple[Reference, list[str]]:
     """Reference mean / direction / SD: the results folder's statistics when usable."""
-    from topocli.suffstats import SufficientStats
+    from topocli.stats.suffstats import SufficientStats
 
     path = plan.source.root / "stats.safetensors"
     notes = []
@@ -1630,9 +1630,9 @@ def run_intervene(
     out_console: Any = None,
 ) -> Path:
     """``topo intervene``: perturb, measure, compare with controls, write a results folder."""
-    from topocli.checkpoint import model_identity
-    from topocli.results import ResultsFolder
-    from topocli.stimuli import load_stimulus_set
+    from topocli.models.checkpoint import model_identity
+    from topocli.reporting.results import ResultsFolder
+    from topocli.stimuli.stimulus_set import load_stimulus_set
 
     started = time.perf_counter()
     plan = plan_intervention(

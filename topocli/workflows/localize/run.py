@@ -36,8 +36,8 @@ import pandas as pd
 
 from topocli.errors import TopoInputError
 from topocli.sheet import Sheet
-from topocli.stimuli import StimulusSet
-from topocli.suffstats import SufficientStats
+from topocli.stats.suffstats import SufficientStats
+from topocli.stimuli.stimulus_set import StimulusSet
 
 ALTERNATIVES = ("greater", "two-sided")
 FDR_SCOPES = ("sheet", "area")
@@ -236,7 +236,7 @@ def check_contrasts(
     contrasts: Mapping[str, Mapping[str, float]], conditions: Sequence[str]
 ) -> dict[str, dict[str, float]]:
     """Known conditions, finite weights summing to 0; returns plain float dicts."""
-    from topocli.statistics import check_weights
+    from topocli.stats.contrasts import check_weights
 
     if not contrasts:
         raise TopoInputError("no contrast given; name at least one (e.g. 'sentences>nonwords')")
@@ -330,7 +330,7 @@ def contrast_maps(
     fdr_groups : ndarray [U], optional
         Label per unit to run BH within (e.g. ``sheet.area``); None: over all units.
     """
-    from topocli.statistics import bh_fdr, contrast_d, contrast_t
+    from topocli.stats.contrasts import bh_fdr, contrast_d, contrast_t
 
     res = contrast_t(weights, n, mean, var, alternative)
     q = bh_fdr(res.p, fdr_groups)
@@ -353,7 +353,7 @@ def _clusters_with_moran(
     permutations: int,
     seed: int,
 ) -> tuple[np.ndarray, pd.DataFrame, float, float]:
-    from topocli.clusters import find_clusters, island_morans_i
+    from topocli.stats.clusters import find_clusters, island_morans_i
 
     labels, table = find_clusters(
         t, sig, sheet, connectivity, min_cluster, one_sided=alternative == "greater"
@@ -389,8 +389,8 @@ def analyse_contrast(
     seed: int = 0,
 ) -> ContrastResult:
     """All maps and tables of one contrast from the (condition, split) statistics."""
-    from topocli.froi import froi_profiles, split_half_dice
-    from topocli.statistics import contrast_t, weights_vector
+    from topocli.stats.contrasts import contrast_t, weights_vector
+    from topocli.stats.froi import froi_profiles, split_half_dice
 
     w = weights_vector(weights, conditions)
     n, mean, var = condition_moments(stats)
@@ -443,7 +443,7 @@ def analyse_anova(
     fdr_scope: str = "sheet",
 ) -> AnovaMap:
     """One-way ANOVA across ``anova_conditions`` with the preferred condition per unit."""
-    from topocli.statistics import bh_fdr, one_way_anova
+    from topocli.stats.contrasts import bh_fdr, one_way_anova
 
     idx = [list(conditions).index(c) for c in anova_conditions]
     n, mean, var = condition_moments(stats)
@@ -464,12 +464,12 @@ def _stimulus_inputs(stim_set: StimulusSet) -> list[Path]:
 
 
 def smoothing_transform(sheet: Sheet, fwhm_mm: float, across_areas: bool = False):
-    """The per-batch transform for :func:`topocli.extraction.extract` (None for FWHM 0).
+    """The per-batch transform for :func:`topocli.activations.extraction.extract` (None for FWHM 0).
 
     Checks the options at once (e.g. ``across_areas`` on a tiled sheet) so a bad option fails
     before the model runs.
     """
-    from topocli.smoothing import smooth_units
+    from topocli.stats.smoothing import smooth_units
 
     if not fwhm_mm:
         if across_areas and sheet.layout != "stacked":
@@ -527,7 +527,7 @@ def localize(
     permutations, seed : int
         Island Moran's I permutation test.
     batch_size, use_cache, progress, pooling
-        Passed to :func:`topocli.extraction.extract`.
+        Passed to :func:`topocli.activations.extraction.extract`.
     anova_conditions : sequence of str, optional
         Also run a one-way ANOVA across these conditions (parametric localizers).
 
@@ -535,7 +535,7 @@ def localize(
     -------
     LocalizeResult
     """
-    from topocli import extraction
+    from topocli.activations import extraction
 
     check_options(
         q,
@@ -553,7 +553,7 @@ def localize(
     weights = check_contrasts(contrasts, conditions)
     anova_conds = check_anova_conditions(anova_conditions, conditions)
     stim_set.require_min_per_split(2)
-    from topocli.froi import search_regions
+    from topocli.stats.froi import search_regions
 
     search_regions(sheet, froi_areas)  # unknown area names fail before the model runs
     transform = smoothing_transform(sheet, float(fwhm_mm), across_areas)
@@ -701,8 +701,8 @@ def _contrast_text(weights: Mapping[str, float]) -> str:
 
 def build_report(result: LocalizeResult, model_name: str | None, params: Mapping[str, Any]):
     """The ``report.html`` of a localize run (summary on top, then one section per contrast)."""
-    from topocli.plotting import plot_profile_bars, plot_sheet_map
-    from topocli.report import Report
+    from topocli.reporting.html import Report
+    from topocli.reporting.plotting import plot_profile_bars, plot_sheet_map
 
     sheet = result.sheet
     rp = result.params
@@ -837,7 +837,7 @@ def write_localize_results(
         Command-level parameters recorded in the manifest (e.g. ``localizer``, ``model``,
         ``stimuli``); merged over the analysis parameters of ``result``.
     """
-    from topocli.checkpoint import model_identity
+    from topocli.models.checkpoint import model_identity
 
     sheet = result.sheet
     names = [c.name for c in result.contrasts]
@@ -892,7 +892,7 @@ def write_localize_results(
 class LocalizerSpec:
     """What ``topo localize`` needs from a localizer definition (see :func:`resolve_localizer`).
 
-    ``obj`` is the :class:`topocli.localizers.Localizer` it was read from: its
+    ``obj`` is the :class:`topocli.stimuli.localizers.Localizer` it was read from: its
     ``stimulus_folders()`` gives shipped stimuli, its ``generate(dir)`` generated ones.
     """
 
@@ -910,7 +910,7 @@ class LocalizerSpec:
 
     def stimulus_set(self, stack: ExitStack) -> StimulusSet:
         """The localizer's own stimuli (generated ones go to a temp folder ``stack`` removes)."""
-        from topocli.stimuli import load_condition_folders
+        from topocli.stimuli.stimulus_set import load_condition_folders
 
         if self.user_stimuli or self.obj is None:
             raise TopoInputError(
@@ -933,7 +933,7 @@ def resolve_localizer(name_or_path: str | Path) -> LocalizerSpec:
     """
     from dataclasses import asdict
 
-    from topocli.localizers import load_localizer
+    from topocli.stimuli.localizers import load_localizer
 
     loc = load_localizer(name_or_path)
     contrasts = {str(k): dict(c.weights) for k, c in loc.contrasts.items()}
@@ -957,7 +957,7 @@ def resolve_contrasts(
     spec: LocalizerSpec, contrast: Sequence[str] | None, conditions: Sequence[str]
 ) -> dict[str, dict[str, float]]:
     """``--contrast`` values (the localizer's contrast names or expressions) -> weights."""
-    from topocli.statistics import parse_contrast
+    from topocli.stats.contrasts import parse_contrast
 
     chosen = list(contrast) if contrast else list(spec.default_contrasts)
     if not chosen:
@@ -1005,8 +1005,8 @@ def run_localize(
     Options left as None take the localizer file's defaults, then the built-in ones
     (:data:`DEFAULTS`). Returns the results folder's path.
     """
-    from topocli.results import ResultsFolder
-    from topocli.stimuli import load_stimulus_set
+    from topocli.reporting.results import ResultsFolder
+    from topocli.stimuli.stimulus_set import load_stimulus_set
 
     spec = resolve_localizer(localizer)
     opts = {

@@ -6,7 +6,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from topocli.model import TopoModel
+from topocli.models.topo_model import TopoModel
 
 
 def area_table(model: TopoModel) -> pd.DataFrame:
@@ -58,7 +58,7 @@ def model_summary(model: TopoModel) -> dict:
 
 def run_info(ctx, out_console: Console) -> None:
     """Print the summary and area table; with ``--out`` write a results folder with the PNG."""
-    from topocli.results import ResultsFolder
+    from topocli.reporting.results import ResultsFolder
 
     model = ctx.load_model()
     summary = model_summary(model)
@@ -89,9 +89,9 @@ def run_info(ctx, out_console: Console) -> None:
         out_console.print(t)
     if ctx.out is None:
         return
-    from topocli.checkpoint import model_identity
-    from topocli.plotting import plot_layout
-    from topocli.report import Report
+    from topocli.models.checkpoint import model_identity
+    from topocli.reporting.html import Report
+    from topocli.reporting.plotting import plot_layout
 
     with ResultsFolder(ctx.out, ctx.overwrite) as rf:
         fig = plot_layout(model.sheet, title="sheet layout")

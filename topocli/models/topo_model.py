@@ -426,7 +426,7 @@ def weights_fingerprint(folder: Path) -> str:
     digest = h.hexdigest()
     cache[key] = digest
     try:
-        from topocli.results import atomic_write_text
+        from topocli.reporting.results import atomic_write_text
 
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(cache_file, json.dumps(cache))

@@ -5,7 +5,7 @@ Three ways in, one analysis:
 - ``--stimuli DIR`` with sub-folders: every sub-folder is a category, each tested against all the
   others (its *rest*). One extraction pass streams every stimulus into sufficient statistics per
   (category, split); the rest of category ``k`` comes from the totals minus the category
-  (:func:`topocli.statistics.category_vs_rest`), so K categories cost one pass and one vectorised
+  (:func:`topocli.stats.contrasts.category_vs_rest`), so K categories cost one pass and one vectorised
   t computation, not K. ``--with-baseline`` (or ``--against``) adds a baseline pool as an extra
   reference group: the rest then also holds the baseline, and every category is also reported
   against the baseline alone (rows with ``reference = baseline`` in ``units.csv``).
@@ -22,7 +22,7 @@ Per category
     the clusters, ``--permutations``), and the split-half response profile: the category's fROI
     (top ``--top-percent`` % of units of its t map, whole sheet) is defined on the even half of
     the stimuli and every category's response is read on the odd half, and vice versa
-    (:func:`topocli.froi.froi_profiles`). ``heldout_effect`` is the fROI's held-out response to
+    (:func:`topocli.stats.froi.froi_profiles`). ``heldout_effect`` is the fROI's held-out response to
     its own category minus its mean held-out response to the other conditions: it is
     cross-validated, so it stays honest where the t map is not (discovered clusters).
 
@@ -30,7 +30,7 @@ Novelty
     ``novelty = 1 - max_j Dice(S, K_j)`` where ``S`` is the category's set of significant units
     and ``K_j`` the significant units of known localizer ``j``: the language (sentences >
     non-words), theory-of-mind (false belief > false photo) and multiple-demand (math > stories)
-    localizers run with :func:`topocli.localize.localize` on the same model with the shipped
+    localizers run with :func:`topocli.workflows.localize.run.localize` on the same model with the shipped
     stimuli, the same ``--q`` and ``--fwhm-mm`` (their significance masks are cached in the
     activation cache), plus every ``--known`` localize results folder (its ``units.csv``
     ``significant`` column; a folder made on another model is refused). A category with no
@@ -49,7 +49,7 @@ Exemplars
 
 Discovery
     Each pool stimulus is embedded with the model's own pooled final representation
-    (:func:`topocli.extraction.final_representation`, L2-normalised), a Ward hierarchical
+    (:func:`topocli.activations.extraction.final_representation`, L2-normalised), a Ward hierarchical
     clustering is built (``scipy.cluster.hierarchy.linkage``) and walked top-down. A node's
     *sheet selectivity score* is the median Welch t of the node's stimuli against all the other
     pool stimuli, taken over the node's significant units (BH q < ``--q`` and t > 0 among the
@@ -98,8 +98,8 @@ import pandas as pd
 
 from topocli.errors import TopoInputError
 from topocli.sheet import Sheet
-from topocli.stimuli import Stimulus, StimulusSet
-from topocli.suffstats import SufficientStats, chan_merge
+from topocli.stats.suffstats import SufficientStats, chan_merge
+from topocli.stimuli.stimulus_set import Stimulus, StimulusSet
 
 MIN_STIMULI = 4
 BASELINE = "baseline"
@@ -152,7 +152,7 @@ DISCOVERY_COLUMNS = [
     "decision",
     "cluster",
 ]
-# fallback definitions of the known localizers (used when topocli.localizers cannot load them):
+# fallback definitions of the known localizers (used when topocli.stimuli.localizers cannot load them):
 # condition -> folder under localizers/, contrast weights, contrast name
 _FALLBACK_KNOWN: dict[str, tuple[dict[str, str], dict[str, float], str]] = {
     "language": (
@@ -199,7 +199,7 @@ class ScreenOptions:
 
     def check(self) -> None:
         """One-line TopoInputError for any option out of range (before the model runs)."""
-        from topocli.localize import check_options
+        from topocli.workflows.localize.run import check_options
 
         check_options(
             self.q,
@@ -361,7 +361,7 @@ class ScreenResult:
 def localizers_root() -> Path:
     """Folder of the shipped localizer definitions and stimuli (installed or in the repo)."""
     try:
-        import topocli.localizers as pkg
+        import topocli.stimuli.localizers as pkg
 
         for p in getattr(pkg, "__path__", []) or []:
             if Path(p).is_dir():
@@ -385,7 +385,7 @@ def _call_optional(fn: Any, modality: str) -> Any:
 
 def as_stimulus_set(obj: Any, what: str) -> StimulusSet:
     """A StimulusSet from a folder, a CSV, a {condition: folder} mapping or a list of folders."""
-    from topocli.stimuli import load_condition_folders, load_stimulus_set
+    from topocli.stimuli.stimulus_set import load_condition_folders, load_stimulus_set
 
     if isinstance(obj, StimulusSet):
         return obj
@@ -402,7 +402,7 @@ def as_stimulus_set(obj: Any, what: str) -> StimulusSet:
 def shipped_categories(modality: str = "text") -> StimulusSet:
     """The project's shipped category sets (``localizers/categories``) for a modality."""
     try:
-        from topocli.localizers import shipped_category_sets
+        from topocli.stimuli.localizers import shipped_category_sets
     except ImportError:
         shipped_category_sets = None
     if shipped_category_sets is not None:
@@ -412,7 +412,7 @@ def shipped_categories(modality: str = "text") -> StimulusSet:
     folder = localizers_root() / "categories"
     if modality != "text" or not folder.is_dir():
         raise TopoInputError(f"no shipped category sets for {modality}; pass --stimuli DIR")
-    from topocli.stimuli import load_stimulus_set
+    from topocli.stimuli.stimulus_set import load_stimulus_set
 
     return load_stimulus_set(folder)
 
@@ -420,7 +420,7 @@ def shipped_categories(modality: str = "text") -> StimulusSet:
 def shipped_baseline(modality: str = "text") -> StimulusSet:
     """The project's shipped mixed baseline pool (``localizers/baseline``) for a modality."""
     try:
-        from topocli.localizers import baseline_pool
+        from topocli.stimuli.localizers import baseline_pool
     except ImportError:
         baseline_pool = None
     if baseline_pool is not None:
@@ -430,7 +430,7 @@ def shipped_baseline(modality: str = "text") -> StimulusSet:
     folder = localizers_root() / "baseline"
     if modality != "text" or not folder.is_dir():
         raise TopoInputError(f"no shipped baseline pool for {modality} stimuli; pass --against DIR")
-    from topocli.stimuli import load_stimulus_set
+    from topocli.stimuli.stimulus_set import load_stimulus_set
 
     return load_stimulus_set(folder)
 
@@ -518,7 +518,7 @@ def with_baseline_group(categories: StimulusSet, baseline: StimulusSet) -> tuple
 
 def load_pool(folder: str | Path) -> StimulusSet:
     """An unlabeled pool: every stimulus under ``folder`` (sub-folders ignored as labels)."""
-    from topocli.stimuli import load_stimulus_set
+    from topocli.stimuli.stimulus_set import load_stimulus_set
 
     root = Path(folder)
     if root.is_dir() and not any(
@@ -596,7 +596,7 @@ class ActivationSource:
                 rows = np.arange(s, min(s + rows_per_batch, self.n_rows))
                 yield rows, self.array[s : s + rows_per_batch]
             return
-        from topocli.extraction import read_cache
+        from topocli.activations.extraction import read_cache
 
         for rows, acts in read_cache(self.folder):
             yield rows, acts.numpy()
@@ -661,7 +661,7 @@ def collect_activations(
     same bytes. With ``with_final`` the model's final representation per stimulus is returned
     (and cached beside the activations).
     """
-    from topocli import extraction
+    from topocli.activations import extraction
 
     n, u = len(stim_set), int(model.sheet.n_units)
     groups = stim_set.group_index()
@@ -776,7 +776,7 @@ def category_maps(
     pvalues: bool = True,
 ) -> Any:
     """t, df, p, d [K, U] of the listed conditions against their rest or the baseline."""
-    from topocli.statistics import category_vs_baseline, category_vs_rest
+    from topocli.stats.contrasts import category_vs_baseline, category_vs_rest
 
     ids = np.asarray(category_ids, dtype=np.int64)
     if reference == "rest":
@@ -788,7 +788,7 @@ def category_maps(
 
 
 def _significance(t: np.ndarray, p: np.ndarray, sheet: Sheet, opts: ScreenOptions) -> tuple:
-    from topocli.statistics import bh_fdr
+    from topocli.stats.contrasts import bh_fdr
 
     q = bh_fdr(p, sheet.area if opts.fdr_scope == "area" else None)
     with np.errstate(invalid="ignore"):
@@ -797,7 +797,7 @@ def _significance(t: np.ndarray, p: np.ndarray, sheet: Sheet, opts: ScreenOption
 
 
 def _clusters(t: np.ndarray, sig: np.ndarray, sheet: Sheet, opts: ScreenOptions) -> tuple:
-    from topocli.clusters import find_clusters, island_morans_i
+    from topocli.stats.clusters import find_clusters, island_morans_i
 
     labels, table = find_clusters(t, sig, sheet, opts.connectivity, opts.min_cluster, True)
     if len(table):
@@ -901,7 +901,7 @@ def category_profiles(
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Split-half fROI profiles of K categories over the whole sheet, vectorised over conditions.
 
-    The same table as :func:`topocli.froi.froi_profiles` (``areas="sheet"``) called once per
+    The same table as :func:`topocli.stats.froi.froi_profiles` (``areas="sheet"``) called once per
     category, without its Python loop over conditions (K categories x C conditions).
 
     Parameters
@@ -915,11 +915,11 @@ def category_profiles(
     Returns
     -------
     table : DataFrame
-        Columns of :data:`topocli.froi.PROFILE_COLUMNS`.
+        Columns of :data:`topocli.stats.froi.PROFILE_COLUMNS`.
     responses : ndarray [K, C]
         The ``mean`` direction's responses (average of the two held-out halves).
     """
-    from topocli.froi import DIRECTIONS, PROFILE_COLUMNS, WHOLE_SHEET, top_percent_mask
+    from topocli.stats.froi import DIRECTIONS, PROFILE_COLUMNS, WHOLE_SHEET, top_percent_mask
 
     n = np.asarray(n, dtype=np.float64)
     sd = np.sqrt(np.clip(var, 0.0, None))
@@ -973,7 +973,7 @@ def _known_stimuli(name: str, stack: ExitStack) -> tuple[StimulusSet, dict[str, 
     """A known localizer's stimuli (only the conditions its contrast uses) and contrast."""
     spec = None
     try:
-        from topocli.localize import resolve_contrasts, resolve_localizer
+        from topocli.workflows.localize.run import resolve_contrasts, resolve_localizer
 
         spec = resolve_localizer(name)
         stim_set = spec.stimulus_set(stack)
@@ -982,7 +982,7 @@ def _known_stimuli(name: str, stack: ExitStack) -> tuple[StimulusSet, dict[str, 
     except Exception:  # the localizer library is optional here: fall back to the shipped folders
         spec = None
     if spec is None:
-        from topocli.stimuli import load_condition_folders
+        from topocli.stimuli.stimulus_set import load_condition_folders
 
         folders, weights, cname = _FALLBACK_KNOWN[name]
         root = localizers_root()
@@ -992,7 +992,7 @@ def _known_stimuli(name: str, stack: ExitStack) -> tuple[StimulusSet, dict[str, 
 
 
 def _known_cache_file(model: Any, stim_set: StimulusSet, weights: dict, opts: ScreenOptions):
-    from topocli.extraction import activation_cache_dir, cache_key
+    from topocli.activations.extraction import activation_cache_dir, cache_key
 
     payload = json.dumps(
         {
@@ -1019,7 +1019,7 @@ def builtin_known_maps(
     """Run the shipped language / ToM / MD localizers on ``model`` (cached); maps and notes."""
     from safetensors.numpy import load_file, save_file
 
-    from topocli.localize import localize
+    from topocli.workflows.localize.run import localize
 
     known, notes = [], []
     mods = getattr(model, "modalities", {"text"})
@@ -1080,8 +1080,8 @@ def read_known_folder(folder: str | Path, model: Any, sheet: Sheet) -> list[Know
     weights hash, mode, recorded areas, sheet, adaptor weights hash); ``units.csv`` gives one
     map per contrast (column ``contrast`` or ``category``) from its ``significant`` column.
     """
-    from topocli.checkpoint import model_identity
-    from topocli.results import read_manifest
+    from topocli.models.checkpoint import model_identity
+    from topocli.reporting.results import read_manifest
 
     folder = Path(folder)
     manifest = read_manifest(folder)
@@ -1127,7 +1127,7 @@ def read_known_folder(folder: str | Path, model: Any, sheet: Sheet) -> list[Know
 # ---------------------------------------------------------------------- novelty and rank
 def score_novelty(results: Sequence[CategoryResult], known: Sequence[KnownMap]) -> pd.DataFrame:
     """Fill best match, max Dice and novelty of every category; the Dice table (long)."""
-    from topocli.froi import dice
+    from topocli.stats.froi import dice
 
     rows = []
     for r in results:
@@ -1226,7 +1226,7 @@ def selectivity_scores(
     unit scores its peak t in the region (below the t of any significant unit); a row with no
     finite t scores ``-inf``.
     """
-    from topocli.statistics import bh_fdr
+    from topocli.stats.contrasts import bh_fdr
 
     t = np.atleast_2d(np.asarray(t, dtype=np.float64))
     p = np.atleast_2d(np.asarray(p, dtype=np.float64))
@@ -1278,7 +1278,7 @@ def discover_clusters(
     """
     from scipy.cluster.hierarchy import linkage, to_tree
 
-    from topocli.statistics import category_vs_rest
+    from topocli.stats.contrasts import category_vs_rest
 
     emb = np.asarray(embeddings, dtype=np.float64)
     n = emb.shape[0]
@@ -1428,7 +1428,7 @@ def screen(
     known : sequence of KnownMap
         Known localizer maps for the novelty score.
     """
-    from topocli.localize import smoothing_transform
+    from topocli.workflows.localize.run import smoothing_transform
 
     opts = opts or ScreenOptions()
     opts.check()
@@ -1509,7 +1509,7 @@ def discover_screen(
 
     ``embeddings`` replaces the model's final representations (e.g. precomputed ones).
     """
-    from topocli.localize import smoothing_transform
+    from topocli.workflows.localize.run import smoothing_transform
 
     opts = opts or ScreenOptions()
     opts.check()
@@ -1683,7 +1683,7 @@ def _heatmap(
 ) -> Any:
     from matplotlib.patches import Rectangle
 
-    from topocli.plotting import new_figure
+    from topocli.reporting.plotting import new_figure
 
     m = np.asarray(matrix, dtype=np.float64)
     w = min(12.0, 2.6 + 0.55 * len(cols))
@@ -1747,7 +1747,7 @@ def plot_dendrogram(disc: Discovery, n_stimuli: int) -> Any:
     """The Ward tree (top 60 merges) with each kept cluster's branches in its colour."""
     from scipy.cluster.hierarchy import dendrogram
 
-    from topocli.plotting import STREAM_COLORS, new_figure
+    from topocli.reporting.plotting import STREAM_COLORS, new_figure
 
     z = disc.linkage
     n = n_stimuli
@@ -1792,7 +1792,7 @@ def _fmt(x: Any, spec: str = ".3g") -> str:
 
 
 def _exemplar_blocks(rep: Any, result: ScreenResult, c: CategoryResult) -> None:
-    from topocli.stimuli import load_image
+    from topocli.stimuli.stimulus_set import load_image
 
     if not c.exemplar_rows:
         return
@@ -1836,8 +1836,8 @@ def _mode_text(result: ScreenResult) -> str:
 
 def build_report(result: ScreenResult, model_name: str | None, params: Mapping[str, Any]) -> Any:
     """The ``report.html`` of a screen: ranked table first, then maps, novelty, profiles."""
-    from topocli.plotting import plot_sheet_map, plot_sheet_maps
-    from topocli.report import Report
+    from topocli.reporting.html import Report
+    from topocli.reporting.plotting import plot_sheet_map, plot_sheet_maps
 
     sheet = result.sheet
     p = result.params
@@ -2092,7 +2092,7 @@ def write_screen_results(
     rf: Any, result: ScreenResult, model: Any, params: Mapping[str, Any]
 ) -> None:
     """Write the CSV tables, NIfTI maps, statistics, report and manifest of a screen."""
-    from topocli.checkpoint import model_identity
+    from topocli.models.checkpoint import model_identity
 
     sheet = result.sheet
     names = [c.name for c in result.categories]
@@ -2176,8 +2176,8 @@ def run_screen(
     """``topo screen``: check the input, run the screen on ``ctx``'s model, write the folder."""
     import time
 
-    from topocli.results import ResultsFolder, read_manifest
-    from topocli.stimuli import load_stimulus_set
+    from topocli.reporting.results import ResultsFolder, read_manifest
+    from topocli.stimuli.stimulus_set import load_stimulus_set
 
     t0 = time.perf_counter()
     opts = opts or ScreenOptions()

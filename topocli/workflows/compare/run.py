@@ -10,12 +10,13 @@ Inputs
       ``tmap.nii.gz``, ``manifest.json``). Each folder's model is identified from its manifest;
       a folder whose model is the non-topographic control (name ``minilm-control``, or adaptor
       mode without a trained checkpoint) is the *control* of the trained ones.
-    * The human side, either a table of fROI responses (:func:`topocli.human.load_human_profiles`:
+    * The human side, either a table of fROI responses
+      (:func:`topocli.human.maps.load_human_profiles`:
       the EMFL format or ``roi, condition, mean, sem, n[, category]``) or maps
       (``--human-maps [KEY=]PATH ...``: contrast t/z maps and per-condition beta maps, NIfTI,
       GIFTI or MGZ, optionally split into even/odd halves, with ``--parcels`` a folder of parcel
       masks).
-    * A condition map (:func:`topocli.agreement.load_condition_map`) saying which model
+    * A condition map (:func:`topocli.stats.agreement.load_condition_map`) saying which model
       condition is which human condition and which model fROI (``contrast@area`` or a bare
       contrast: every area) is which human fROI or parcel category. Without one, the shipped
       map named after the model's localizer is used when it exists
@@ -27,7 +28,7 @@ Human maps
     ``tom.even``). A key is a human condition (a per-condition response map) or a human fROI /
     parcel category (the contrast map that defines it), optionally followed by ``.even`` or
     ``.odd``. With both halves of the contrast and of the condition maps the fROIs are
-    cross-validated exactly as on the sheet (:func:`topocli.human.split_half_froi_responses`)
+    cross-validated exactly as on the sheet (:func:`topocli.human.maps.split_half_froi_responses`)
     and their split-half Dice is the human reliability; with whole maps only, the fROI is defined
     and read on the same data (said in the report). With ``--parcels`` the search regions of a
     category are the parcels under ``PARCELS/<category>/`` (or the parcel named so); without,
@@ -38,7 +39,7 @@ Human maps
 Metrics (``metrics.csv``, one row per number)
     * ``profile``: Pearson and Spearman r between the model fROI's and the human fROI's mean
       responses over the shared conditions, permutation p (exact enumeration when the
-      conditions are few) and bootstrap 95 % CI (:func:`topocli.agreement.profile_agreement`);
+      conditions are few) and bootstrap 95 % CI (:func:`topocli.stats.agreement.profile_agreement`);
     * ``selectivity``: d' of the contrast's positive-weight (target) conditions against its
       negative-weight (other) conditions on each side, in units of that side's per-condition
       spread: the SD across held-out stimuli on the model (``response_sem * sqrt(n_stimuli)``,
@@ -65,8 +66,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from topocli import human as hm
-from topocli.agreement import (
+from topocli.errors import TopoInputError
+from topocli.human import maps as hm
+from topocli.stats.agreement import (
     MIN_SHARED_CONDITIONS,
     ConditionMap,
     compare_moran_distributions,
@@ -75,7 +77,6 @@ from topocli.agreement import (
     profile_agreement,
     selectivity_dprime,
 )
-from topocli.errors import TopoInputError
 
 CONTROL_NAMES = ("minilm-control",)
 MODEL_PROFILE_COLUMNS = (
@@ -216,7 +217,7 @@ def load_model_results(path: str | Path) -> ModelResults:
         ``'mean'`` split-direction rows, non-numeric responses or repeated (fROI, condition)
         rows.
     """
-    from topocli.results import read_manifest
+    from topocli.reporting.results import read_manifest
 
     root = Path(path)
     manifest = read_manifest(root)
@@ -402,14 +403,14 @@ def table_target_profile(table: pd.DataFrame, target: str) -> pd.DataFrame:
     """Condition profile of one human fROI label or parcel category of a profile table.
 
     A fROI label gives its rows. A category averages its fROIs per condition (unweighted, as
-    :func:`topocli.human.category_profiles`); its ``sem`` and ``sd`` are the mean of the fROIs'
+    :func:`topocli.human.maps.category_profiles`); its ``sem`` and ``sd`` are the mean of the fROIs'
     (exact when the fROIs co-vary perfectly across participants, an upper bound otherwise: the
     model side's fROI rule). ``sd`` is the table's ``std`` column, else ``sem * sqrt(n)``.
 
     Parameters
     ----------
     table : pandas.DataFrame
-        Output of :func:`topocli.human.load_human_profiles`.
+        Output of :func:`topocli.human.maps.load_human_profiles`.
     target : str
         A fROI label (``roi``) or a ``category``; a label wins when a name is both.
 
@@ -736,7 +737,7 @@ def _target_profile(
     notes: list[str],
 ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """Category profile (mean over parcels) and per-parcel Dice from maps."""
-    from topocli.agreement import dice
+    from topocli.stats.agreement import dice
 
     split_conditions = [
         c for c, halves in maps.conditions.items() if all(h in halves for h in HALVES)
@@ -865,7 +866,7 @@ def _human_spatial(
 
 def shipped_condition_map(name: str) -> Path | None:
     """``localizers/condition_maps/<name>.toml`` when the project ships one."""
-    from topocli.localizers import library_root
+    from topocli.stimuli.localizers import library_root
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name or ""):
         return None
@@ -934,7 +935,7 @@ def _localizer_categories(name: str | None) -> dict[str, str]:
     if not name:
         return {}
     try:
-        from topocli.localizers import load_localizer
+        from topocli.stimuli.localizers import load_localizer
 
         localizer = load_localizer(name)
     except Exception:  # an unknown or custom localizer: no categories
@@ -1577,7 +1578,7 @@ def _profiles_long(pairs: Sequence[Pair], human: HumanData, cmap: ConditionMap) 
 
 
 def _png(fig: Any) -> bytes:
-    from topocli.plotting import figure_to_bytes
+    from topocli.reporting.plotting import figure_to_bytes
 
     return figure_to_bytes(fig, "png", dpi=110)
 
@@ -1617,7 +1618,7 @@ def _to_height(image: Any, height: int) -> Any:
 def _profile_figures(
     result: CompareResult, label: str, contrast: str, target: str, pairs: list[Pair]
 ) -> bytes:
-    from topocli.plotting import plot_profile_bars
+    from topocli.reporting.plotting import plot_profile_bars
 
     conditions = result.agreements[(label, pairs[0].froi, target)]["conditions"]
     model_rows = []
@@ -1652,8 +1653,8 @@ def _profile_figures(
 
 
 def _model_map_png(model: ModelResults, contrast: str) -> bytes | None:
-    from topocli.plotting import plot_sheet_map
-    from topocli.results import load_sheet_maps
+    from topocli.reporting.plotting import plot_sheet_map
+    from topocli.reporting.results import load_sheet_maps
 
     path = model.path / "tmap.nii.gz"
     if not path.is_file():
@@ -1722,7 +1723,7 @@ def _human_map_png(item: Any, title: str, threshold: float | None, mesh: tuple |
 
 
 def _moran_figure(result: CompareResult) -> Any | None:
-    from topocli.plotting import STREAM_COLORS, new_figure
+    from topocli.reporting.plotting import STREAM_COLORS, new_figure
 
     groups: list[tuple[str, np.ndarray]] = []
     for model in result.models:
@@ -1759,7 +1760,7 @@ def _fmt(value: Any, spec: str = ".3g") -> str:
 
 def build_report(result: CompareResult, command_line: str | None = None) -> Any:
     """The ``report.html`` of a compare run."""
-    from topocli.report import Report
+    from topocli.reporting.html import Report
 
     labels = ", ".join(f"{m.label}{' (control)' if m.is_control else ''}" for m in result.models)
     rep = Report(
@@ -1996,7 +1997,7 @@ def run_compare(
     command_line: str | None = None,
 ) -> Path:
     """``topo compare``: compute, then write one results folder atomically; returns ``out``."""
-    from topocli.results import ResultsFolder
+    from topocli.reporting.results import ResultsFolder
 
     result = compare(
         model_results,

