@@ -23,7 +23,8 @@ from scipy import stats
 from topocli.cli import main
 from topocli.errors import TopoInputError
 from topocli.human.maps import category_profiles, load_human_profiles
-from topocli.reporting.results import ResultsFolder, read_manifest
+from topocli.reporting.reader import read_manifest
+from topocli.reporting.results import ResultsFolder
 from topocli.sheet import AreaSpec, Sheet
 from topocli.workflows.compare.run import (
     METRIC_COLUMNS,

@@ -12,7 +12,8 @@ import torch
 
 from topocli.cli import main
 from topocli.errors import TopoInputError
-from topocli.reporting.results import ResultsFolder, read_manifest
+from topocli.reporting.reader import read_manifest
+from topocli.reporting.results import ResultsFolder
 from topocli.sheet import AreaSpec, Sheet
 from topocli.stats.suffstats import SufficientStats
 from topocli.workflows.intervene.run import (

@@ -16,19 +16,16 @@ from statsmodels.stats.multitest import multipletests
 
 from topocli.activations import extraction
 from topocli.errors import TopoInputError
-from topocli.reporting.results import ResultsFolder, load_sheet_maps, read_manifest
+from topocli.reporting.reader import load_sheet_maps, read_manifest
+from topocli.reporting.results import ResultsFolder
 from topocli.sheet import AreaSpec, Sheet
+from topocli.stats.maps import contrast_maps
 from topocli.stats.smoothing import smooth_map, smooth_units
 from topocli.stats.suffstats import SufficientStats
+from topocli.stimuli.localizers import LocalizerSpec
 from topocli.stimuli.stimulus_set import Stimulus, StimulusSet, load_stimulus_set
-from topocli.workflows.localize.run import (
-    UNIT_COLUMNS,
-    LocalizerSpec,
-    contrast_maps,
-    localize,
-    run_localize,
-    write_localize_results,
-)
+from topocli.workflows.localize.report import UNIT_COLUMNS, write_localize_results
+from topocli.workflows.localize.run import localize, run_localize
 
 
 # ---------------------------------------------------------------------- helpers
@@ -494,7 +491,7 @@ def test_run_localize_bad_input(tiny_model_dir, stimulus_dirs, tmp_path, monkeyp
 
 
 def test_run_localize_with_the_shipped_language_localizer(tiny_model_dir, tmp_path):
-    from topocli.workflows.localize.run import resolve_localizer
+    from topocli.stimuli.localizers import resolve_localizer
 
     spec = resolve_localizer("language")
     assert {"sentences", "nonwords"} <= set(spec.conditions)
@@ -521,7 +518,7 @@ def test_run_localize_with_the_shipped_language_localizer(tiny_model_dir, tmp_pa
 
 def test_generated_parametric_localizer_from_a_user_toml(tiny_model_dir, tmp_path):
     """A user tonotopy definition: stimuli generated into a temp folder, ANOVA, its defaults."""
-    from topocli.workflows.localize.run import resolve_localizer
+    from topocli.stimuli.localizers import resolve_localizer
 
     toml = tmp_path / "tones.toml"
     toml.write_text(

@@ -15,13 +15,11 @@ from nibabel.affines import apply_affine
 
 from topocli.errors import TopoInputError
 from topocli.reporting import results
+from topocli.reporting.reader import load_sheet_map, load_sheet_maps, read_manifest
 from topocli.reporting.results import (
     ResultsFolder,
     atomic_write_bytes,
     atomic_write_text,
-    load_sheet_map,
-    load_sheet_maps,
-    read_manifest,
     sha256_tree,
     to_jsonable,
 )

@@ -14,25 +14,20 @@ from scipy import stats as sps
 from sklearn.metrics import adjusted_rand_score
 
 from topocli.activations import extraction
+from topocli.activations.extraction import extract
+from topocli.activations.source import ActivationSource
 from topocli.cli import main
 from topocli.errors import TopoInputError
-from topocli.reporting.results import ResultsFolder, load_sheet_maps, read_manifest
+from topocli.reporting.reader import load_sheet_maps, read_manifest
+from topocli.reporting.results import ResultsFolder
 from topocli.sheet import AreaSpec, Sheet
 from topocli.stats.froi import dice
 from topocli.stimuli.stimulus_set import Stimulus, StimulusSet, load_stimulus_set
-from topocli.workflows.screen.run import (
-    ActivationSource,
-    KnownMap,
-    ScreenOptions,
-    check_categories,
-    check_not_in_baseline,
-    collect_activations,
-    discover_clusters,
-    discover_screen,
-    rank_categories,
-    screen,
-    selectivity_scores,
-)
+from topocli.workflows.screen.analysis import ScreenOptions, rank_categories
+from topocli.workflows.screen.discovery import discover_clusters, selectivity_scores
+from topocli.workflows.screen.inputs import check_categories, check_not_in_baseline
+from topocli.workflows.screen.known import KnownMap
+from topocli.workflows.screen.run import discover_screen, screen
 
 
 # ---------------------------------------------------------------------- helpers
@@ -203,7 +198,7 @@ def test_fast_path_equals_a_per_category_scipy_loop(monkeypatch, mode):
 
 def test_vectorised_profiles_equal_froi_profiles():
     from topocli.stats.froi import froi_profiles
-    from topocli.workflows.screen.run import category_profiles
+    from topocli.workflows.screen.analysis import category_profiles
 
     sheet = Sheet.build([AreaSpec("a", 50), AreaSpec("b", 30)], "stacked")
     rng = np.random.default_rng(5)
@@ -283,8 +278,10 @@ def test_discovery_through_the_float16_cache_matches_memory(monkeypatch):
     stim_set = _stim_set({"pool": truth.size})
     _feed(monkeypatch, x, emb)
     model = SimpleNamespace(sheet=sheet)
-    mem = collect_activations(model, stim_set, use_cache=False, with_final=True)
-    disk = collect_activations(model, stim_set, use_cache=False, with_final=True, memory_bytes=0)
+    mem = extract(model, stim_set, use_cache=False, with_final=True, keep_activations=True)
+    disk = extract(
+        model, stim_set, use_cache=False, with_final=True, keep_activations=True, memory_bytes=0
+    )
     assert mem.source.in_memory and not disk.source.in_memory
     np.testing.assert_allclose(disk.final, emb.astype(np.float32))
     a = discover_clusters(mem.final, mem.source, 10, 60)
@@ -413,7 +410,8 @@ EXPECTED = {
 
 def _localize_folder(model_dir: Path, stim_dir: Path, out: Path) -> Path:
     from topocli.models.topo_model import build_topo_model
-    from topocli.workflows.localize.run import localize, write_localize_results
+    from topocli.workflows.localize.report import write_localize_results
+    from topocli.workflows.localize.run import localize
 
     model = build_topo_model(model_dir, mode="direct")
     stim = load_stimulus_set(stim_dir)
@@ -530,8 +528,13 @@ def test_a_cached_rerun_gives_the_same_statistics_and_final_reps(tiny_model_dir,
 
     model = build_topo_model(tiny_model_dir("bert"), mode="direct")
     stim = load_stimulus_set(stimulus_dirs["text"])
-    first = collect_activations(model, stim, batch_size=4, with_final=True)
-    again = collect_activations(model, stim, batch_size=4, with_final=True)
+    def collect():
+        return extract(
+            model, stim, 4, use_cache=True, with_final=True, keep_activations=True
+        )
+
+    first = collect()
+    again = collect()
     assert not first.from_cache and again.from_cache
     assert first.stats == again.stats  # bit for bit: float16 rounding and batch order replayed
     np.testing.assert_array_equal(first.final, again.final)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from topocli.errors import TopoInputError
-from topocli.reporting.results import ResultsFolder, load_sheet_maps, read_manifest
+from topocli.reporting.reader import load_sheet_maps, read_manifest
+from topocli.reporting.results import ResultsFolder
 from topocli.sheet import AreaSpec, Sheet
 from topocli.stats.smoothing import smooth_map
 from topocli.workflows.smooth.run import default_out, run_smooth

@@ -2,8 +2,8 @@
 
 A results folder holds CSV tables, sheet maps as NIfTI, figures, a self-contained ``report.html``
 and ``manifest.json`` (command, parameters, inputs with hashes, package versions, seed, outputs
-with hashes). The next command can take the folder as input (:func:`read_manifest`,
-:func:`load_sheet_map`).
+with hashes). The next command reads the folder back through :mod:`topocli.reporting.reader`
+(:func:`~topocli.reporting.reader.read_results`, :func:`~topocli.reporting.reader.load_sheet_map`).
 
 Atomicity
 ---------
@@ -25,7 +25,7 @@ value of the unit at grid cell ``(row, col)``, NaN where no unit sits. The affin
 ``(x_mm, y_mm, 0)`` exactly as in :attr:`topocli.sheet.Sheet.positions_mm`. Several maps go in
 one 4-D image ``(cols, rows, 1, n_maps)``. Every NIfTI file has a JSON sidecar (same stem,
 ``.json``) with the map names, the axis convention and the name of the sheet file
-(``sheet.safetensors``, written once per results folder) so :func:`load_sheet_map` can rebuild
+(``sheet.safetensors``, written once per results folder) so the reader can rebuild
 unit vectors exactly, permuted sheets included.
 """
 
@@ -45,7 +45,7 @@ import platform
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -517,7 +517,7 @@ class ResultsFolder:
         import nibabel as nib
 
         fname = str(_check_relative(name))
-        stem = _nifti_stem(fname)
+        stem = nifti_stem(fname)
         values = np.asarray(values_units, dtype=np.float64)
         if values.ndim not in (1, 2) or values.shape[-1] != sheet.n_units:
             raise ValueError(
@@ -622,126 +622,8 @@ class ResultsFolder:
         }
 
 
-# ---------------------------------------------------------------------- reading results back
-def read_manifest(results_dir: str | Path, verify: bool = False) -> dict[str, Any]:
-    """Load and check ``manifest.json`` of an earlier results folder.
-
-    Parameters
-    ----------
-    results_dir : str or Path
-    verify : bool
-        Also re-hash every output and fail if any file changed since it was written.
-
-    Raises
-    ------
-    TopoInputError
-        Not a folder, no or unreadable manifest, missing outputs, or (``verify``) changed files.
-    """
-    root = Path(results_dir)
-    if not root.is_dir():
-        raise TopoInputError("results folder not found", root)
-    mpath = root / MANIFEST
-    if not mpath.is_file():
-        raise TopoInputError("not a topo results folder (no manifest.json)", root)
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TopoInputError(f"manifest.json is not valid JSON ({exc})", mpath) from exc
-    if not isinstance(manifest, dict) or manifest.get("tool") != "topo":
-        raise TopoInputError("manifest.json was not written by topo", mpath)
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise TopoInputError(f"unsupported manifest format {manifest.get('format')!r}", mpath)
-    for key in ("command", "outputs"):
-        if key not in manifest:
-            raise TopoInputError(f"manifest.json has no {key!r}", mpath)
-    for row in manifest["outputs"]:
-        f = root / row["path"]
-        if not f.is_file():
-            raise TopoInputError("listed in manifest.json but missing", f)
-        if verify and sha256_file(f) != row["sha256"]:
-            raise TopoInputError("changed since manifest.json was written", f)
-    return manifest
-
-
-def load_sheet_maps(path: str | Path) -> tuple[np.ndarray, list[str], Any]:
-    """Read a sheet-map NIfTI written by :meth:`ResultsFolder.write_sheet_nifti`.
-
-    Returns
-    -------
-    values : ndarray, shape (n_maps, n_units), float64
-    names : list of str
-    sheet : Sheet
-    """
-    import nibabel as nib
-
-    from topocli.sheet import Sheet
-
-    p = Path(path)
-    if p.is_dir():
-        raise TopoInputError("expected a sheet map file (.nii or .nii.gz), got a folder", p)
-    if not p.is_file():
-        raise TopoInputError("sheet map file not found", p)
-    read_manifest(_results_root(p))
-    sidecar_path = p.with_name(PurePosixPath(_nifti_stem(p.name)).name + ".json")
-    if not sidecar_path.is_file():
-        raise TopoInputError("no sidecar JSON next to the map; not a topo sheet map", p)
-    try:
-        sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
-        sheet_file = sidecar["sheet_file"]
-        names = [str(n) for n in sidecar["maps"]]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise TopoInputError(f"unreadable sheet map sidecar ({exc})", sidecar_path) from exc
-    sheet = Sheet.load(p.parent / sheet_file)
-    try:
-        img = nib.load(str(p))
-        data = np.asarray(img.dataobj, dtype=np.float64)
-    except Exception as exc:  # nibabel raises many types for corrupt files
-        raise TopoInputError(f"not a readable NIfTI image ({exc})", p) from exc
-    rows, cols = sheet.grid_shape
-    if data.ndim == 3:
-        data = data[..., None]
-    if data.ndim != 4 or data.shape[:3] != (cols, rows, 1) or data.shape[3] != len(names):
-        raise TopoInputError(
-            f"image shape {data.shape} does not fit the sheet ({cols} cols x {rows} rows, "
-            f"{len(names)} maps)",
-            p,
-        )
-    grids = np.transpose(data[:, :, 0, :], (2, 1, 0))  # (M, R, C)
-    return sheet.from_grid(grids), names, sheet
-
-
-def load_sheet_map(path: str | Path, name: str | None = None) -> tuple[np.ndarray, Any]:
-    """Read one sheet map: ``(values_units, sheet)``.
-
-    For a 4-D file pass ``name`` to pick a map; without it the file must hold exactly one.
-    """
-    values, names, sheet = load_sheet_maps(path)
-    if name is None:
-        if len(names) != 1:
-            raise TopoInputError(
-                f"file holds {len(names)} maps ({', '.join(names)}); pick one", path
-            )
-        return values[0], sheet
-    if name not in names:
-        raise TopoInputError(f"no map {name!r}; the file has {', '.join(names)}", path)
-    return values[names.index(name)], sheet
-
-
-def _results_root(p: Path) -> Path:
-    """The results folder holding file ``p``: the nearest ancestor with a manifest.json."""
-    for folder in list(p.parents)[:8]:
-        if (folder / MANIFEST).is_file():
-            return folder
-    raise TopoInputError("not inside a topo results folder (no manifest.json)", p.parent)
-
-
-def _nifti_stem(name: str) -> str:
+def nifti_stem(name: str) -> str:
     for suffix in (".nii.gz", ".nii"):
         if name.endswith(suffix):
             return name[: -len(suffix)]
     raise ValueError(f"sheet map names end in .nii or .nii.gz: {name!r}")
-
-
-def iter_output_paths(manifest: Mapping[str, Any]) -> Iterable[str]:
-    """Relative paths of the outputs a manifest lists."""
-    return (row["path"] for row in manifest.get("outputs", []))

@@ -343,3 +343,35 @@ def island_morans_i(
     mean_i = float(defined.mean()) if defined.size else float("nan")
     sem_i = float(defined.std(ddof=1) / np.sqrt(defined.size)) if defined.size > 1 else float("nan")
     return IslandMoran(table, mean_i, sem_i)
+
+
+def clusters_with_moran(
+    t: np.ndarray,
+    significant: np.ndarray,
+    sheet: Sheet,
+    one_sided: bool = True,
+    connectivity: int = 8,
+    min_cluster: int = 8,
+    permutations: int = 999,
+    seed: int = 0,
+) -> tuple[np.ndarray, pd.DataFrame, float, float]:
+    """Clusters of a t map's significant units with each island's Moran's I.
+
+    Returns
+    -------
+    labels : ndarray of int [U]
+        Cluster per unit (0: none).
+    table : DataFrame
+        :data:`CLUSTER_COLUMNS` plus ``moran_i`` and ``moran_p``.
+    mean_i, sem_i : float
+        Mean island Moran's I and its SEM across islands (NaN without islands).
+    """
+    labels, table = find_clusters(t, significant, sheet, connectivity, min_cluster, one_sided)
+    if not len(table):
+        table = table.assign(moran_i=pd.Series(dtype=float), moran_p=pd.Series(dtype=float))
+        return labels, table, float("nan"), float("nan")
+    islands = island_morans_i(
+        sheet.to_grid(t), sheet.to_grid(labels, fill=0), permutations, seed, min_cluster
+    )
+    table = table.merge(islands.table[["cluster", "moran_i", "moran_p"]], on="cluster", how="left")
+    return labels, table, islands.mean_i, islands.sem_i

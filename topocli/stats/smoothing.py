@@ -237,3 +237,17 @@ def smooth_map(
     normalisation) and stay NaN in the output. Otherwise identical to :func:`smooth_units`.
     """
     return _smooth(values, sheet, fwhm_mm, across_areas, nan_aware=True)
+
+
+def smoothing_transform(sheet: Sheet, fwhm_mm: float, across_areas: bool = False):
+    """The per-batch smoothing of activations for the pipeline (None for FWHM 0).
+
+    Checks the options at once (e.g. ``across_areas`` on a tiled sheet) so a bad option fails
+    before the model runs.
+    """
+    if not fwhm_mm:
+        if across_areas and sheet.layout != "stacked":
+            smooth_units(np.zeros((1, sheet.n_units), np.float32), sheet, 1.0, True)
+        return None
+    smooth_units(np.zeros((1, sheet.n_units), np.float32), sheet, fwhm_mm, across_areas)
+    return lambda acts: smooth_units(acts, sheet, fwhm_mm, across_areas)

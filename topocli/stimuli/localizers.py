@@ -14,14 +14,15 @@ import importlib.resources
 import math
 import os
 import re
-import zlib
+import tempfile
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from topocli.errors import TopoInputError
+from topocli.stimuli.generators import generate_retinotopy, generate_tonotopy, tone_name
+from topocli.stimuli.stimulus_set import StimulusSet, load_condition_folders
 
 try:
     import tomllib
@@ -751,7 +752,7 @@ def _generator(value, stimuli: str, modality: str, conditions, path: Path | None
         freqs = gen.get("frequencies_hz")
         if not isinstance(freqs, list) or not freqs:
             raise _fail("generator.frequencies_hz must be a non-empty list", path)
-        names = [_tone_name(_number(f, "generator.frequencies_hz", path)) for f in freqs]
+        names = [tone_name(_number(f, "generator.frequencies_hz", path)) for f in freqs]
     if list(conditions) != names:
         raise _fail(
             f"conditions must be the generated conditions in order: {', '.join(names)}", path
@@ -763,183 +764,91 @@ def _check_generated_values(generator, values, path: Path | None) -> None:
     if generator is None or not values:
         return
     if generator["kind"] == "tonotopy":
-        expected = {_tone_name(float(f)): (float(f),) for f in generator["frequencies_hz"]}
+        expected = {tone_name(float(f)): (float(f),) for f in generator["frequencies_hz"]}
     else:
         expected = {k: tuple(float(x) for x in v) for k, v in generator["positions"].items()}
     if values != expected:
         raise _fail("[parametric] values must equal the generator's frequencies / positions", path)
 
 
-# --------------------------------------------------------------------------- generators
+# --------------------------------------------------------------------------- for commands
+@dataclass
+class LocalizerSpec:
+    """What a command needs from a localizer definition (see :func:`resolve_localizer`).
 
-
-def _tone_name(freq_hz: float) -> str:
-    text = f"{freq_hz:g}".replace(".", "p")
-    return f"tone_{text}hz"
-
-
-def _atomic_path(target: Path) -> Path:
-    return target.with_name(f".{target.name}.tmp")
-
-
-def _position_name(xy: Sequence[float]) -> str:
-    return f"x{round(xy[0] * 100):03d}_y{round(xy[1] * 100):03d}"
-
-
-def generate_retinotopy(
-    out_dir: str | Path,
-    positions: Mapping[str, Sequence[float]] | Sequence[Sequence[float]],
-    n_per_position: int = 20,
-    size_px: int = 224,
-    seed: int = 0,
-    *,
-    sigma_fraction: float = 0.08,
-) -> dict[str, Path]:
-    """Write Gaussian-windowed noise patches at set visual-field positions as PNG images.
-
-    Each image is mid-grey with white noise (uniform in [-1, 1], full contrast at the centre)
-    multiplied by a Gaussian window centred on the position; RGB, ``size_px`` square. The noise of
-    image ``i`` at a position depends only on ``(seed, position name, i)``, so the same arguments
-    give the same bytes.
-
-    Parameters
-    ----------
-    out_dir : str or Path
-        Output folder; one sub-folder per position condition is written.
-    positions : mapping of name to (x, y), or sequence of (x, y)
-        Window centres as fractions of the image width / height (x to the right, y down), in
-        [0, 1]. A sequence gets names like ``x020_y050``.
-    n_per_position : int
-        Images per position.
-    size_px : int
-        Image side in pixels (>= 8).
-    seed : int
-        Random seed.
-    sigma_fraction : float
-        Gaussian window sigma as a fraction of ``size_px``.
-
-    Returns
-    -------
-    dict of str to Path
-        Condition -> folder.
+    ``obj`` is the :class:`Localizer` it was read from: its ``stimulus_folders()`` gives shipped
+    stimuli, its ``generate(dir)`` generated ones.
     """
-    from PIL import Image
 
-    named = _named_positions(positions)
-    if int(n_per_position) < 1 or int(size_px) < 8 or not 0 < sigma_fraction <= 1:
-        raise TopoInputError("need n_per_position >= 1, size_px >= 8, 0 < sigma_fraction <= 1")
-    size = int(size_px)
-    grid = (np.arange(size, dtype=np.float64) + 0.5) / size
-    sigma = float(sigma_fraction)
-    out, root = {}, Path(out_dir)
-    for name, (x, y) in named.items():
-        window = np.exp(-((grid[None, :] - x) ** 2 + (grid[:, None] - y) ** 2) / (2 * sigma**2))
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(int(n_per_position)):
-            rng = np.random.default_rng([int(seed), zlib.crc32(name.encode()), i])
-            noise = rng.uniform(-1.0, 1.0, size=(size, size))
-            gray = np.clip(np.rint(127.5 + 127.5 * noise * window), 0, 255).astype(np.uint8)
-            target = folder / f"{name}_{i:04d}.png"
-            tmp = _atomic_path(target)
-            Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2), mode="RGB").save(
-                tmp, format="PNG"
+    name: str
+    conditions: list[str]
+    contrasts: dict[str, dict[str, float]]
+    default_contrasts: list[str]
+    defaults: dict
+    anova_conditions: list[str] | None = None
+    path: Path | None = None
+    source: list[str] | None = None
+    generated: bool = False
+    user_stimuli: bool = False
+    obj: Localizer | None = None
+
+    def stimulus_set(self, stack: ExitStack) -> StimulusSet:
+        """The localizer's own stimuli (generated ones go to a temp folder ``stack`` removes)."""
+        if self.user_stimuli or self.obj is None:
+            raise TopoInputError(
+                f"localizer {self.name!r} needs your stimuli: pass --stimuli DIR with one "
+                f"sub-folder per condition ({', '.join(self.conditions)})"
             )
-            os.replace(tmp, target)
-        out[name] = folder
-    return out
+        if self.generated:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="topo-stimuli-")))
+            folders = self.obj.generate(tmp)
+        else:
+            folders = self.obj.stimulus_folders()
+        return load_condition_folders({str(k): Path(v) for k, v in dict(folders).items()})
 
 
-def _named_positions(positions) -> dict[str, tuple[float, float]]:
-    if isinstance(positions, Mapping):
-        items = [(str(k), v) for k, v in positions.items()]
-    else:
-        items = [(_position_name(v), v) for v in positions]
-    if not items:
-        raise TopoInputError("retinotopy needs at least one position")
-    named = {}
-    for name, xy in items:
-        if len(xy) != 2 or not all(0.0 <= float(v) <= 1.0 for v in xy):
-            raise TopoInputError(f"position {name!r} must be (x, y) in [0, 1], got {xy!r}")
-        if not _IDENT_RE.match(name) or name in named:
-            raise TopoInputError(f"position name {name!r} must be a unique identifier")
-        named[name] = (float(xy[0]), float(xy[1]))
-    return named
+def resolve_localizer(name_or_path: str | Path) -> LocalizerSpec:
+    """Load a shipped localizer (by name) or a ``.toml`` definition for a command.
 
-
-def generate_tonotopy(
-    out_dir: str | Path,
-    frequencies_hz: Sequence[float],
-    n_per_frequency: int = 20,
-    duration_s: float = 0.5,
-    sample_rate: int = 16000,
-    seed: int = 0,
-    *,
-    amplitude: float = 0.5,
-    jitter: float = 0.1,
-    ramp_s: float = 0.01,
-) -> dict[str, Path]:
-    """Write pure tones across frequencies as 16-bit mono WAV files.
-
-    Tone ``i`` of frequency ``f`` has a random start phase and an amplitude jittered by
-    ``+-jitter`` (relative), both drawn from ``(seed, f, i)``; raised-cosine on/off ramps of
-    ``ramp_s`` avoid clicks. The same arguments give the same bytes.
-
-    Parameters
-    ----------
-    out_dir : str or Path
-        Output folder; one sub-folder ``tone_<f>hz`` per frequency is written.
-    frequencies_hz : sequence of float
-        Tone frequencies, each in (0, sample_rate / 2).
-    n_per_frequency : int
-        Tones per frequency.
-    duration_s : float
-        Tone duration in seconds.
-    sample_rate : int
-        Samples per second.
-    seed : int
-        Random seed.
-    amplitude, jitter, ramp_s : float
-        Peak amplitude (<= 0.9), relative amplitude jitter, ramp length in seconds.
-
-    Returns
-    -------
-    dict of str to Path
-        Condition -> folder.
+    The definition's thresholds become the defaults of the options left unset; a ``parametric``
+    localizer (tonotopy, retinotopy) also gets a one-way ANOVA across all its conditions.
     """
-    import soundfile as sf
+    from dataclasses import asdict
 
-    freqs = [float(f) for f in frequencies_hz]
-    sr = int(sample_rate)
-    n = int(round(float(duration_s) * sr))
-    if not freqs or int(n_per_frequency) < 1 or sr < 1 or n < 2:
-        raise TopoInputError("need frequencies, n_per_frequency >= 1 and a positive duration")
-    if any(not 0 < f < sr / 2 for f in freqs):
-        raise TopoInputError(f"frequencies must lie in (0, {sr / 2:g}) Hz for rate {sr}")
-    if not 0 < amplitude * (1 + jitter) <= 1 or not 0 <= jitter < 1:
-        raise TopoInputError("amplitude * (1 + jitter) must be in (0, 1] and jitter in [0, 1)")
-    names = [_tone_name(f) for f in freqs]
-    if len(set(names)) != len(names):
-        raise TopoInputError("duplicate frequencies")
-    t = np.arange(n, dtype=np.float64) / sr
-    n_ramp = min(int(round(ramp_s * sr)), n // 2)
-    envelope = np.ones(n)
-    if n_ramp > 0:
-        ramp = 0.5 - 0.5 * np.cos(np.pi * np.arange(n_ramp) / n_ramp)
-        envelope[:n_ramp] = ramp
-        envelope[n - n_ramp :] = ramp[::-1]
-    out, root = {}, Path(out_dir)
-    for f, name in zip(freqs, names, strict=True):
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(int(n_per_frequency)):
-            rng = np.random.default_rng([int(seed), int(round(f * 1000)), i])
-            phase = rng.uniform(0.0, 2 * np.pi)
-            amp = amplitude * (1.0 + jitter * rng.uniform(-1.0, 1.0))
-            wave = amp * envelope * np.sin(2 * np.pi * f * t + phase)
-            target = folder / f"{name}_{i:04d}.wav"
-            tmp = _atomic_path(target)
-            sf.write(tmp, wave, sr, subtype="PCM_16", format="WAV")
-            os.replace(tmp, target)
-        out[name] = folder
+    loc = load_localizer(name_or_path)
+    contrasts = {str(k): dict(c.weights) for k, c in loc.contrasts.items()}
+    default = loc.default_contrast or next(iter(contrasts), None)
+    return LocalizerSpec(
+        name=loc.name,
+        conditions=list(loc.conditions),
+        contrasts=contrasts,
+        default_contrasts=[default] if default else [],
+        defaults=asdict(loc.thresholds),
+        anova_conditions=list(loc.conditions) if loc.analysis == "parametric" else None,
+        path=loc.path,
+        source=list(loc.source),
+        generated=loc.stimuli == "generated",
+        user_stimuli=loc.stimuli == "user",
+        obj=loc,
+    )
+
+
+def resolve_contrasts(
+    spec: LocalizerSpec, contrast: Sequence[str] | None, conditions: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """``--contrast`` values (the localizer's contrast names or expressions) -> weights."""
+    from topocli.stats.contrasts import parse_contrast
+
+    chosen = list(contrast) if contrast else list(spec.default_contrasts)
+    if not chosen:
+        raise TopoInputError(
+            f"localizer {spec.name!r} defines no default contrast; pass --contrast "
+            f"(conditions: {', '.join(conditions)})"
+        )
+    out: dict[str, dict[str, float]] = {}
+    for expr in chosen:
+        if expr in spec.contrasts:
+            out[expr] = dict(spec.contrasts[expr])
+        else:
+            out[" ".join(str(expr).split())] = parse_contrast(expr, conditions)
     return out

@@ -217,7 +217,7 @@ def load_model_results(path: str | Path) -> ModelResults:
         ``'mean'`` split-direction rows, non-numeric responses or repeated (fROI, condition)
         rows.
     """
-    from topocli.reporting.results import read_manifest
+    from topocli.reporting.reader import read_manifest
 
     root = Path(path)
     manifest = read_manifest(root)
@@ -1654,7 +1654,7 @@ def _profile_figures(
 
 def _model_map_png(model: ModelResults, contrast: str) -> bytes | None:
     from topocli.reporting.plotting import plot_sheet_map
-    from topocli.reporting.results import load_sheet_maps
+    from topocli.reporting.reader import load_sheet_maps
 
     path = model.path / "tmap.nii.gz"
     if not path.is_file():

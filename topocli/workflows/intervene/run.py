@@ -176,7 +176,7 @@ def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
 
 def read_source(root: str | Path) -> SourceResults:
     """Read and check a localize or screen results folder (manifest, units.csv, clusters.csv)."""
-    from topocli.reporting.results import read_manifest
+    from topocli.reporting.reader import read_manifest
 
     root = Path(root)
     manifest = read_manifest(root)

@@ -3,8 +3,8 @@
 INPUT is a topo results folder (every NIfTI sheet map it lists in ``manifest.json``) or one
 NIfTI sheet map written by topo (its JSON sidecar names the ``sheet.safetensors`` that maps grid
 cells back to units, so permuted and tiled sheets are rebuilt exactly). Every map is smoothed
-with :func:`topocli.stats.smoothing.smooth_map` (within each area unless ``across_areas``; NaN units
-stay NaN and do not count) and written, under the same file and map names, into a new results
+with :func:`topocli.stats.smoothing.smooth_map` (within each area unless ``across_areas``; NaN
+units stay NaN and do not count) and written, under the same file and map names, into a new results
 folder with a before/after figure per map in ``report.html`` and a manifest.
 
 Smoothing a finished map is what ``--fwhm-mm`` of ``topo localize`` does *not* do: there the
@@ -18,15 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from topocli.errors import TopoInputError
-
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
-
-def _is_nifti(name: str) -> bool:
-    return name.endswith(NIFTI_SUFFIXES)
+from topocli.reporting.reader import NIFTI_SUFFIXES, read_results, results_root
+from topocli.reporting.reader import is_nifti as _is_nifti
 
 
 def _stem(name: str) -> str:
@@ -62,35 +56,21 @@ def collect_maps(input_path: str | Path) -> tuple[list[tuple[str, str]], dict[st
     TopoInputError
         Not a results folder / sheet map, or a folder with no sheet maps.
     """
-    from topocli.reporting.results import read_manifest
-
     p = Path(input_path)
     if not p.exists():
         raise TopoInputError("input not found (expected a results folder or a .nii.gz map)", p)
     if p.is_dir():
-        manifest = read_manifest(p)
-        names = [row["path"] for row in manifest["outputs"] if _is_nifti(row["path"])]
+        results = read_results(p)
+        names = results.nifti_outputs()
         if not names:
             raise TopoInputError(
-                f"results folder of `topo {manifest.get('command')}` holds no sheet maps (.nii.gz)",
-                p,
+                f"results folder of `topo {results.command}` holds no sheet maps (.nii.gz)", p
             )
-        return [(n, str(p / n)) for n in names], manifest, p
+        return [(n, str(p / n)) for n in names], results.manifest, p
     if not _is_nifti(p.name):
         raise TopoInputError("expected a results folder or a NIfTI sheet map (.nii, .nii.gz)", p)
-    root = _results_root(p.resolve())
-    manifest = read_manifest(root)
-    return [(p.name, str(p))], manifest, root
-
-
-def _results_root(p: Path) -> Path:
-    """The results folder holding file ``p``: the nearest ancestor with a manifest.json."""
-    from topocli.reporting.results import MANIFEST
-
-    for folder in list(p.parents)[:8]:
-        if (folder / MANIFEST).is_file():
-            return folder
-    raise TopoInputError("not inside a topo results folder (no manifest.json next to it)", p)
+    results = read_results(results_root(p.resolve()))
+    return [(p.name, str(p))], results.manifest, results.root
 
 
 def _select(
@@ -139,8 +119,10 @@ def run_smooth(
     Path
         The results folder written.
     """
-    from topocli.reporting.results import ResultsFolder, load_sheet_maps
+    from topocli.reporting.reader import load_sheet_maps
+    from topocli.reporting.results import ResultsFolder
     from topocli.stats.smoothing import fwhm_to_sigma, smooth_map
+    from topocli.workflows.smooth.report import build_report
 
     try:
         fw = float(fwhm_mm)
@@ -176,7 +158,7 @@ def run_smooth(
     with ResultsFolder(out, getattr(ctx, "overwrite", False)) as rf:
         for (rel, _, names, _), after in zip(jobs, smoothed, strict=True):
             rf.write_sheet_nifti(rel, after, sheet, names)
-        rf.write_report(_report(jobs, smoothed, sheet, fw, across_areas, input_path, manifest))
+        rf.write_report(build_report(jobs, smoothed, sheet, fw, across_areas, input_path, manifest))
         rf.write_manifest(
             "smooth",
             {"fwhm_mm": fw, "across_areas": bool(across_areas), "maps": maps},
@@ -198,49 +180,10 @@ def run_smooth(
 
 
 def _available(files: list[tuple[str, str]]) -> str:
-    from topocli.reporting.results import load_sheet_maps
+    from topocli.reporting.reader import load_sheet_maps
 
     out = []
     for rel, path in files:
         _, names, _ = load_sheet_maps(path)
         out.extend(f"{_stem(Path(rel).name)}:{n}" for n in names)
     return ", ".join(out)
-
-
-def _report(jobs, smoothed, sheet, fwhm, across_areas, input_path, manifest):
-    from topocli.reporting.html import Report
-    from topocli.reporting.plotting import plot_sheet_maps
-
-    rep = Report(
-        f"topo smooth: FWHM {fwhm:g} mm",
-        subtitle=f"from {input_path} (topo {manifest.get('command')})",
-    )
-    rep.add_section("Settings")
-    rep.add_key_values(
-        {
-            "input": str(input_path),
-            "source command": manifest.get("command"),
-            "FWHM": f"{fwhm:g} mm (sigma {fwhm / math.sqrt(8 * math.log(2)):.3g} mm), "
-            "truncated at 3 sigma",
-            "region": "across the whole contiguous sheet"
-            if across_areas
-            else "within each area (nothing crosses an area border)",
-            "sheet": f"{sheet.layout}, {sheet.grid_shape[0]} x {sheet.grid_shape[1]} units, "
-            f"{sheet.mm_per_unit:g} mm per unit",
-        }
-    )
-    for (rel, before, names, _), after in zip(jobs, smoothed, strict=True):
-        rep.add_section(rel)
-        for name, b, a in zip(names, before, after, strict=True):
-            symmetric = bool(np.nanmin(b) < 0 < np.nanmax(b)) if np.isfinite(b).any() else True
-            fig = plot_sheet_maps(
-                [(b, f"{name}: before"), (a, f"{name}: FWHM {fwhm:g} mm")],
-                sheet,
-                ncols=2,
-                cmap="RdBu_r" if symmetric else "viridis",
-                symmetric=symmetric,
-                shared_scale=False,
-                colorbar_label=name,
-            )
-            rep.add_figure(fig, f"{name} before and after smoothing (each with its own scale).")
-    return rep

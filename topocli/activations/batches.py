@@ -1,0 +1,154 @@
+"""Model inputs of one batch of stimuli, and the model's final representation of it.
+
+The model's own tokenizer, image processor or feature extractor prepares every batch; pooling
+masks mark the tokens / frames that hold a stimulus (not padding). Batches of text are ordered by
+length to cut padding; under ``torchrun`` each rank takes every ``world_size``-th stimulus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from topocli.errors import TopoInputError
+from topocli.models.topo_model import TopoModel
+from topocli.stimuli.stimulus_set import Stimulus, StimulusSet, load_audio, load_image
+
+MAX_TEXT_TOKENS = 512
+
+
+@dataclass
+class Batch:
+    """One prepared batch: model inputs, pooling masks and the stimuli's row indices."""
+
+    indices: np.ndarray
+    inputs: dict
+    masks: list
+    modality: str
+
+
+def prepare_batch(model: TopoModel, stimuli: list[Stimulus], indices: np.ndarray) -> Batch:
+    """Run the model's own tokenizer / image processor / feature extractor on a batch."""
+    modality = stimuli[0].modality
+    proc = model.processors.get(modality)
+    if proc is None:
+        have = ", ".join(sorted(model.processors)) or "none"
+        where = stimuli[0].path.parent if stimuli[0].path is not None else None
+        raise TopoInputError(f"{modality} stimuli, but this model takes {have}", where)
+    device = model.device
+    masks: list[torch.Tensor] = []
+    if modality == "text":
+        limit = min(
+            int(getattr(proc, "model_max_length", MAX_TEXT_TOKENS) or 0) or MAX_TEXT_TOKENS,
+            MAX_TEXT_TOKENS,
+        )
+        enc = proc(
+            [s.text for s in stimuli],
+            padding=True,
+            truncation=True,
+            max_length=limit,
+            return_tensors="pt",
+        )
+        inputs = {
+            k: v.to(device)
+            for k, v in enc.items()
+            if k in ("input_ids", "attention_mask", "token_type_ids")
+        }
+        masks.append(enc["attention_mask"].bool().to(device))
+    elif modality == "image":
+        images = [load_image(s.path) for s in stimuli]
+        enc = proc(images=images, return_tensors="pt")
+        inputs = {"pixel_values": enc["pixel_values"].to(device, _float_dtype(model))}
+    else:
+        rate = int(getattr(proc, "sampling_rate", 16000))
+        waves = [load_audio(s.path, rate) for s in stimuli]
+        # Whisper-style extractors need their fixed window; others pad to the longest clip
+        padding = "max_length" if hasattr(proc, "nb_max_frames") else True
+        enc = proc(
+            waves,
+            sampling_rate=rate,
+            return_tensors="pt",
+            padding=padding,
+            return_attention_mask=True,
+        )
+        inputs = {}
+        for key in ("input_values", "input_features"):
+            if key in enc:
+                inputs[key] = enc[key].to(device, _float_dtype(model))
+        if "attention_mask" in enc and "input_values" in enc:
+            sample_mask = enc["attention_mask"].to(device)
+            inputs["attention_mask"] = sample_mask
+            masks.append(_frame_mask(model, sample_mask))
+    return Batch(indices, inputs, masks, modality)
+
+
+def _float_dtype(model: TopoModel) -> torch.dtype:
+    return next(model.backbone.parameters()).dtype
+
+
+def _frame_mask(model: TopoModel, sample_mask: torch.Tensor) -> torch.Tensor:
+    """Valid encoder frames from valid input samples (wav2vec2-style conv front end)."""
+    fn = getattr(model.backbone, "_get_feat_extract_output_lengths", None)
+    if fn is None:
+        return sample_mask.bool()
+    lengths = fn(sample_mask.sum(-1)).long()
+    n_frames = int(fn(torch.tensor(sample_mask.shape[1])).item())
+    return torch.arange(n_frames, device=sample_mask.device)[None, :] < lengths[:, None]
+
+
+def final_representation(output, masks: list) -> torch.Tensor:
+    """One vector per stimulus from the model's final layer (embedding / last token)."""
+    if isinstance(output, torch.Tensor):
+        return output.float()
+    for key in ("text_embeds", "image_embeds", "pooler_output"):
+        value = getattr(output, key, None)
+        if isinstance(value, torch.Tensor) and value.ndim == 2 and key != "pooler_output":
+            return value.float()
+    hidden = getattr(output, "last_hidden_state", None)
+    if hidden is None and getattr(output, "hidden_states", None) is not None:
+        hidden = output.hidden_states[-1]
+        mask = next((m for m in masks if m.shape == hidden.shape[:2]), None)
+        if mask is None:
+            return hidden[:, -1].float()
+        last = mask.long().cumsum(1).argmax(1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
+    if hidden is None:
+        pooled = getattr(output, "pooler_output", None)
+        if pooled is not None:
+            return pooled.float()
+        raise TopoInputError("cannot find a final representation in this model's output")
+    mask = next((m for m in masks if m.shape == hidden.shape[:2]), None)
+    if mask is None:
+        return hidden.float().mean(1)
+    m = mask.float().unsqueeze(-1)
+    return (hidden.float() * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def batch_order(stim_set: StimulusSet, batch_size: int) -> Iterator[np.ndarray]:
+    """Row indices of this rank's stimuli, in batches (text sorted by length to cut padding)."""
+    if batch_size < 1:
+        raise TopoInputError(f"--batch-size must be >= 1, got {batch_size}")
+    rank, world = rank_world()
+    rows = np.arange(len(stim_set))[rank::world]
+    if stim_set.modality == "text":
+        lengths = np.array([len(stim_set.stimuli[i].text or "") for i in rows])
+        rows = rows[np.argsort(lengths, kind="stable")]
+    for start in range(0, rows.size, batch_size):
+        yield rows[start : start + batch_size]
+
+
+def autocast_for(model: TopoModel):
+    dtype = _float_dtype(model)
+    if model.device.type == "cuda" and dtype != torch.float32:
+        return torch.autocast("cuda", dtype=dtype)
+    return nullcontext()

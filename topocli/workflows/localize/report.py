@@ -1,0 +1,316 @@
+"""Tables, report and terminal summary of ``topo localize`` (the results of
+:func:`topocli.workflows.localize.run.localize`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+UNIT_COLUMNS = [
+    "contrast",
+    "unit",
+    "area",
+    "row",
+    "col",
+    "x_mm",
+    "y_mm",
+    "t",
+    "df",
+    "p",
+    "q",
+    "d",
+    "significant",
+    "cluster",
+]
+
+
+CLUSTER_TABLE_COLUMNS = [
+    "contrast",
+    "cluster",
+    "areas",
+    "n_units",
+    "peak_t",
+    "mean_t",
+    "centroid_x_mm",
+    "centroid_y_mm",
+    "moran_i",
+    "moran_p",
+    "sign",
+    "peak_unit",
+]
+
+
+def units_table(result: Any) -> pd.DataFrame:
+    """``units.csv``: one row per (contrast, unit)."""
+    sheet = result.sheet
+    area_names = np.asarray(sheet.area_names, dtype=object)[sheet.area]
+    frames = []
+    for c in result.contrasts:
+        frames.append(
+            pd.DataFrame(
+                {
+                    "contrast": c.name,
+                    "unit": np.arange(sheet.n_units),
+                    "area": area_names,
+                    "row": sheet.row,
+                    "col": sheet.col,
+                    "x_mm": sheet.x_mm,
+                    "y_mm": sheet.y_mm,
+                    "t": c.t,
+                    "df": c.df,
+                    "p": c.p,
+                    "q": c.q,
+                    "d": c.d,
+                    "significant": c.significant,
+                    "cluster": c.labels,
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)[UNIT_COLUMNS]
+
+
+def clusters_table(result: Any) -> pd.DataFrame:
+    """``clusters.csv``: one row per (contrast, cluster)."""
+    frames = [c.clusters.assign(contrast=c.name) for c in result.contrasts if len(c.clusters)]
+    if not frames:
+        return pd.DataFrame(columns=CLUSTER_TABLE_COLUMNS)
+    return pd.concat(frames, ignore_index=True)[CLUSTER_TABLE_COLUMNS]
+
+
+def counts_table(result: Any) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "condition": result.conditions,
+            "n_even": result.counts[:, 0],
+            "n_odd": result.counts[:, 1],
+            "n_total": result.counts.sum(axis=1),
+        }
+    )
+
+
+def _fmt(x: float, spec: str = ".3g") -> str:
+    return "—" if x is None or not np.isfinite(x) else format(float(x), spec)
+
+
+def _contrast_text(weights: Mapping[str, float]) -> str:
+    parts = []
+    for i, (c, w) in enumerate(weights.items()):
+        sign = "-" if w < 0 else ("+" if i else "")
+        mag = abs(w)
+        coef = "" if mag == 1 else f"{mag:g}*"
+        parts.append(f"{sign} {coef}{c}".strip())
+    return " ".join(parts)
+
+
+def build_report(result: Any, model_name: str | None, params: Mapping[str, Any]):
+    """The ``report.html`` of a localize run (summary on top, then one section per contrast)."""
+    from topocli.reporting.html import Report
+    from topocli.reporting.plotting import plot_profile_bars, plot_sheet_map
+
+    sheet = result.sheet
+    rp = result.params
+    localizer = params.get("localizer") or "custom"
+    rep = Report(
+        f"topo localize: {localizer}",
+        subtitle=f"model {model_name}" if model_name else None,
+        command=params.get("command_line"),
+    )
+    rep.add_section("Summary")
+    counts = ", ".join(
+        f"{c} {int(n.sum())} ({int(n[0])} even / {int(n[1])} odd)"
+        for c, n in zip(result.conditions, result.counts, strict=True)
+    )
+    rep.add_key_values(
+        {
+            "model": model_name or "—",
+            "localizer": localizer,
+            "stimuli": counts,
+            "contrasts": "; ".join(
+                f"{c.name} = {_contrast_text(c.weights)}" for c in result.contrasts
+            ),
+            "test": f"Welch t, {rp['alternative']}; BH-FDR over the "
+            f"{'whole sheet' if rp['fdr_scope'] == 'sheet' else 'units of each area'}, "
+            f"q < {rp['q']:g}",
+            "smoothing": "none"
+            if not rp["fwhm_mm"]
+            else f"FWHM {rp['fwhm_mm']:g} mm on per-stimulus activations, "
+            f"{'across areas' if rp['across_areas'] else 'within each area'}",
+            "clusters": f">= {rp['min_cluster']} units, {rp['connectivity']}-connectivity; island "
+            f"Moran's I with {rp['permutations']} permutations (seed {rp['seed']})",
+            "fROIs": f"top {rp['top_percent']:g}% per "
+            f"{'area' if rp['froi_areas'] == 'each' else str(rp['froi_areas'])}, split-half",
+            "activations": f"{rp['pooling']} pooling"
+            + (" (from the activation cache)" if result.from_cache else ""),
+        }
+    )
+    summary = result.summary_table()
+    rep.add_table(summary, "Per contrast: significant units, clusters, peak t, mean Moran's I")
+    for c in result.contrasts:
+        rep.add_section(f"Contrast {c.name}", _contrast_text(c.weights))
+        finite = np.abs(c.t[np.isfinite(c.t)])
+        vmax = float(np.percentile(finite, 99)) if finite.size else None
+        fig = plot_sheet_map(
+            c.t,
+            sheet,
+            title=f"{c.name}: t ({rp['alternative']}); outlined: clusters at q < {rp['q']:g}",
+            outline_labels=c.labels,
+            colorbar_label="t",
+            vmax=vmax if vmax else None,
+        )
+        rep.add_figure(
+            fig,
+            f"Welch t on the sheet (colours clipped at the 99th percentile of |t|, "
+            f"{_fmt(vmax)}); {c.n_significant} significant units, {c.n_clusters} "
+            f"clusters (>= {rp['min_cluster']} units) outlined and numbered; grey: no unit or "
+            "zero variance.",
+        )
+        if len(c.clusters):
+            shown = c.clusters[[col for col in CLUSTER_TABLE_COLUMNS if col != "contrast"]]
+            rep.add_table(
+                shown,
+                f"Clusters of {c.name} (mean island Moran's I {_fmt(c.moran_mean)})",
+                max_rows=50,
+                csv_name="clusters.csv",
+            )
+        else:
+            rep.add_note(f"No cluster of >= {rp['min_cluster']} significant units.")
+        mean_rows = c.profiles[c.profiles["split_direction"] == "mean"]
+        if len(mean_rows):
+            n_hue = mean_rows["area"].nunique()
+            multi = n_hue > 1
+            width = min(10.0, 1.8 + 0.3 * len(result.conditions) * n_hue)
+            fig = plot_profile_bars(
+                mean_rows,
+                x="condition",
+                y="response_mean",
+                hue="area" if multi else None,
+                err="response_sem",
+                title=f"fROI profiles of {c.name} (held-out halves, mean of both directions)",
+                ylabel="response (held-out)",
+                figsize=(max(4.0, width), 3.6),
+            )
+            rep.add_figure(
+                fig,
+                f"Each fROI is the top {rp['top_percent']:g}% of units of the contrast "
+                "defined on one half of the stimuli; bars are every condition's mean response "
+                "on the other half (averaged over both directions), error bars the SEM bound.",
+            )
+        rep.add_table(c.dice, "Split-half reliability (Dice of even- and odd-defined fROIs)")
+    if result.anova is not None:
+        a = result.anova
+        rep.add_section(
+            "Preferred condition (one-way ANOVA)",
+            f"F-test across {', '.join(a.conditions)} per unit; BH q < {rp['q']:g}. Units are "
+            "coloured by the condition with the highest mean response (significant units only).",
+        )
+        pref = np.where(a.significant, a.preferred.astype(float), np.nan)
+        fig = plot_sheet_map(
+            pref,
+            sheet,
+            title="preferred condition (index)",
+            cmap="viridis",
+            symmetric=False,
+            colorbar_label="condition index: "
+            + ", ".join(f"{i}={n}" for i, n in enumerate(a.conditions)),
+            vmin=-0.5,
+            vmax=len(a.conditions) - 0.5,
+        )
+        rep.add_figure(fig, f"{int(a.significant.sum())} units with a significant F.")
+        share = pd.Series(np.asarray(a.conditions, dtype=object)[a.preferred[a.significant]])
+        rep.add_table(
+            share.value_counts().rename_axis("preferred").reset_index(name="n_units"),
+            "Significant units per preferred condition",
+        )
+    return rep
+
+
+def write_localize_results(
+    rf: Any, result: Any, model: Any, params: Mapping[str, Any]
+) -> None:
+    """Write units/clusters/profiles/dice CSVs, t/q NIfTI maps, stats, report and manifest.
+
+    Parameters
+    ----------
+    rf : ResultsFolder
+        An open results folder.
+    result : LocalizeResult
+    model : TopoModel or None
+        Its identity goes into the manifest (``extra.model``).
+    params : mapping
+        Command-level parameters recorded in the manifest (e.g. ``localizer``, ``model``,
+        ``stimuli``); merged over the analysis parameters of ``result``.
+    """
+    from topocli.models.checkpoint import model_identity
+
+    sheet = result.sheet
+    names = [c.name for c in result.contrasts]
+    rf.write_csv("units.csv", units_table(result))
+    rf.write_csv("clusters.csv", clusters_table(result))
+    rf.write_csv("profiles.csv", pd.concat([c.profiles for c in result.contrasts]))
+    rf.write_csv("dice.csv", pd.concat([c.dice for c in result.contrasts]))
+    rf.write_csv("conditions.csv", counts_table(result))
+    rf.write_sheet_nifti("tmap.nii.gz", np.stack([c.t for c in result.contrasts]), sheet, names)
+    rf.write_sheet_nifti("qmap.nii.gz", np.stack([c.q for c in result.contrasts]), sheet, names)
+    if result.anova is not None:
+        rf.write_csv("anova.csv", result.anova.table(sheet))
+        rf.write_sheet_nifti(
+            "anova.nii.gz", np.stack([result.anova.f, result.anova.q]), sheet, ["F", "q"]
+        )
+    result.stats.save(rf.path("stats.safetensors"))
+    identity = model_identity(model) if model is not None and hasattr(model, "blocks") else None
+    model_name = (
+        params.get("model")
+        or (identity or {}).get("name")
+        or ((identity or {}).get("checkpoint") or (identity or {}).get("base_model"))
+    )
+    rf.write_report(build_report(result, model_name, params))
+    all_params = {**result.params, **{k: v for k, v in params.items() if k != "command_line"}}
+    inputs = {"stimuli": [str(p) for p in result.stimulus_inputs]}
+    if params.get("localizer_file"):
+        inputs["localizer"] = str(params["localizer_file"])
+    rf.write_manifest(
+        "localize",
+        all_params,
+        inputs,
+        seed=result.params["seed"],
+        extra={
+            "model": identity,
+            "localizer": params.get("localizer"),
+            "contrasts": {c.name: c.weights for c in result.contrasts},
+            "conditions": result.conditions,
+            "counts": {
+                c: {"even": int(n[0]), "odd": int(n[1])}
+                for c, n in zip(result.conditions, result.counts, strict=True)
+            },
+            "stats_groups": "2*condition+split",
+            "cache_key": result.cache_key,
+            "from_cache": result.from_cache,
+            "summary": result.summary_table().to_dict(orient="records"),
+        },
+    )
+
+
+def print_summary(result: Any, console: Any) -> None:
+    """A rich table: per contrast n significant units, n clusters, peak t, mean Moran's I."""
+    from rich.table import Table
+
+    p = result.params
+    table = Table(
+        title=f"q < {p['q']:g} ({p['alternative']}, FDR over {p['fdr_scope']}), "
+        f"FWHM {p['fwhm_mm']:g} mm, clusters >= {p['min_cluster']} units"
+    )
+    for col in ("contrast", "significant units", "clusters", "peak t", "mean Moran's I"):
+        table.add_column(col, justify="left" if col == "contrast" else "right")
+    n_units = result.sheet.n_units
+    for c in result.contrasts:
+        table.add_row(
+            c.name,
+            f"{c.n_significant} / {n_units}",
+            str(c.n_clusters),
+            _fmt(c.peak_t, ".2f"),
+            _fmt(c.moran_mean, ".3f"),
+        )
+    console.print(table)
