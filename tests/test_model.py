@@ -6,7 +6,8 @@ import torch
 
 from topocli.activations.extraction import extract, prepare_batch
 from topocli.errors import TopoInputError
-from topocli.models.topo_model import build_topo_model, discover_blocks, select_blocks
+from topocli.models.blocks import discover_blocks, select_blocks
+from topocli.models.topo_model import build_topo_model
 from topocli.stimuli.stimulus_set import load_stimulus_set
 
 FAMILY_MODALITIES = {

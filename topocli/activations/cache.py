@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from topocli.activations.batches import MAX_TEXT_TOKENS
-from topocli.models.topo_model import TopoModel, topo_cache_dir
+from topocli.models.backbones import topo_cache_dir
+from topocli.models.topo_model import TopoModel
 from topocli.stimuli.stimulus_set import StimulusSet
 
 CACHE_SHARD_BYTES = 1 << 26

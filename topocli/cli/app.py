@@ -1,12 +1,12 @@
-"""The ``topo`` command line: a thin Typer layer over the library.
+"""The ``topo`` command line: a thin Typer layer over the workflows.
 
-Each command parses and validates its options, calls one library function and prints with
-rich. Bad input raises ``TopoInputError``: one line on stderr, exit code 2, no results folder.
+Each command parses its options, calls one workflow function and prints with rich. The options
+that several commands share are declared once (:mod:`topocli.cli.options`). Bad input raises
+``TopoInputError``: one line on stderr, exit code 2, no results folder.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -14,7 +14,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from topocli.cli.context import Context, err, quiet_libraries
+from topocli.cli.context import out as _out
+from topocli.cli.options import shared_options
 from topocli.errors import NotBuiltError, TopoInputError
+
+__all__ = ["Context", "app", "entry", "main"]
 
 app = typer.Typer(
     name="topo",
@@ -30,161 +35,28 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-# piped output (batch jobs, logs) gets wide tables instead of rich's 80-column default
-_WIDTH = None if sys.stdout.isatty() else 160
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
-out = Console(highlight=False, width=_WIDTH)
-
-# ---------------------------------------------------------------------- shared options
-ModelOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--model",
-        "-m",
-        help="Checkpoint folder, Hugging Face model folder, hub id from the local cache, "
-        "'minilm' (the shipped topographic default) or 'minilm-control' (identity adaptors).",
-    ),
-]
-DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
-DtypeOpt = Annotated[str, typer.Option(help="float32 | bfloat16 | float16 (weights on GPU).")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Stimuli per forward pass.")]
-SeedOpt = Annotated[int, typer.Option(help="Seed for every random choice.")]
-OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Results folder to write.")]
-OverwriteOpt = Annotated[bool, typer.Option(help="Replace a non-empty --out folder.")]
-DebugOpt = Annotated[bool, typer.Option(help="Show tracebacks on errors.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
-TrustOpt = Annotated[
-    bool, typer.Option(help="Allow a model's own Python code to run (only if you trust it).")
-]
-
-
-class Context:
-    """Resolved global options shared by every command."""
-
-    def __init__(
-        self, model, device, dtype, batch_size, seed, out, overwrite, quiet, trust_remote_code=False
-    ):
-        self.model_spec = model
-        self.device_name = device
-        self.dtype_name = dtype
-        self.batch_size = batch_size
-        self.seed = seed
-        self.out = out
-        self.overwrite = overwrite
-        self.quiet = quiet
-        self.trust_remote_code = trust_remote_code
-
-    def load_model(self, **build_options):
-        import torch
-
-        from topocli.models.checkpoint import resolve_model
-        from topocli.models.topo_model import resolve_device, resolve_dtype, seed_everything
-
-        seed_everything(self.seed)
-        device = resolve_device(self.device_name)
-        dtype = resolve_dtype(self.dtype_name)
-        if device.type == "cpu" and dtype != torch.float32:
-            raise TopoInputError(f"--dtype {self.dtype_name} is for GPUs; use float32 on CPU")
-        with self.status("loading model"):
-            model = resolve_model(
-                self.model_spec,
-                dtype=dtype,
-                trust_remote_code=self.trust_remote_code,
-                **build_options,
-            )
-        return model.to(device)
-
-    def status(self, text: str):
-        from contextlib import nullcontext
-
-        return nullcontext() if self.quiet else err.status(text)
-
-    def progress(self):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        if self.quiet:
-            return _NoProgress()
-        return Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            transient=False,
-        )
-
-    def require_out(self, default: str) -> Path:
-        return self.out if self.out is not None else Path(default)
-
-
-class _NoProgress:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _quiet_libraries() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        import transformers
-
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-    except ImportError:
-        pass
-
 
 # ---------------------------------------------------------------------- commands
 @app.command()
+@shared_options(device="cpu")
 def info(
+    run: Context,
     model_arg: Annotated[
         str | None, typer.Argument(metavar="[MODEL]", help="Same as --model.")
     ] = None,
-    model: ModelOpt = None,
-    device: DeviceOpt = "cpu",
-    dtype: DtypeOpt = "float32",
-    batch_size: BatchOpt = 32,
-    seed: SeedOpt = 0,
-    out: OutOpt = None,
-    overwrite: OverwriteOpt = False,
-    debug: DebugOpt = False,
-    quiet: QuietOpt = False,
-    trust_remote_code: TrustOpt = False,
 ) -> None:
     """Show a model's areas, units per area and sheet layout; --out writes the layout PNG.
 
     Example: topo info minilm --out layout/
     """
-    ctx = Context(
-        model_arg or model,
-        device,
-        dtype,
-        batch_size,
-        seed,
-        out,
-        overwrite,
-        quiet,
-        trust_remote_code,
-    )
     from topocli.workflows.info.run import run_info
 
-    run_info(ctx, out_console=out_console())
+    run.model_spec = model_arg or run.model_spec
+    run_info(run, out_console=out_console())
 
 
 def out_console() -> Console:
-    return out
+    return _out
 
 
 def _not_built(name: str, issue: int) -> None:
@@ -192,7 +64,9 @@ def _not_built(name: str, issue: int) -> None:
 
 
 @app.command()
+@shared_options()
 def train(
+    run: Context,
     data: Annotated[Path, typer.Option(help="Training text/images/audio: a folder or CSV.")],
     heldout: Annotated[
         Path | None, typer.Option(help="Held-out stimuli for evaluation (default: every 10th).")
@@ -225,16 +99,6 @@ def train(
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 100,
     max_tokens: Annotated[int, typer.Option(help="Truncate text to this many tokens.")] = 128,
     resume: Annotated[bool, typer.Option(help="Continue the checkpoint in --out.")] = False,
-    model: ModelOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
-    batch_size: BatchOpt = 32,
-    seed: SeedOpt = 0,
-    out: OutOpt = None,
-    overwrite: OverwriteOpt = False,
-    debug: DebugOpt = False,
-    quiet: QuietOpt = False,
-    trust_remote_code: TrustOpt = False,
 ) -> None:
     """Fine-tune a model into a topographic one with the spatial smoothness loss.
 
@@ -246,23 +110,22 @@ def train(
     """
     from topocli.workflows.train.run import TrainConfig, run_train
 
-    ctx = Context(model, device, dtype, batch_size, seed, out, overwrite, quiet, trust_remote_code)
     config = TrainConfig(
         alpha=alpha,
         radius_mm=radius_mm,
         neighbourhoods=neighbourhoods,
         steps=steps,
-        batch_size=batch_size,
+        batch_size=run.batch_size,
         grad_accum=grad_accum,
         lr=lr,
         warmup=warmup,
         precision=precision,
         save_every=save_every,
-        seed=seed,
+        seed=run.seed,
         max_tokens=max_tokens,
     )
     run_train(
-        ctx,
+        run,
         data,
         heldout,
         config,
@@ -279,7 +142,9 @@ def train(
 
 
 @app.command()
+@shared_options(model=False, seed=False)
 def smooth(
+    run: Context,
     input_path: Annotated[
         Path, typer.Argument(metavar="INPUT", help="A results folder or one sheet map .nii.gz.")
     ],
@@ -290,10 +155,6 @@ def smooth(
     maps: Annotated[
         list[str] | None, typer.Option("--maps", help="Map name, file stem or stem:name.")
     ] = None,
-    out: OutOpt = None,
-    overwrite: OverwriteOpt = False,
-    debug: DebugOpt = False,
-    quiet: QuietOpt = False,
 ) -> None:
     """Smooth sheet maps from a results folder with a Gaussian of FWHM in mm.
 
@@ -303,12 +164,13 @@ def smooth(
     """
     from topocli.workflows.smooth.run import run_smooth
 
-    ctx = Context(None, "cpu", "float32", 1, 0, out, overwrite, quiet)
-    run_smooth(ctx, input_path, fwhm_mm, across_areas, maps, out_console=out_console())
+    run_smooth(run, input_path, fwhm_mm, across_areas, maps, out_console=out_console())
 
 
 @app.command()
+@shared_options()
 def localize(
+    run: Context,
     localizer: Annotated[
         str, typer.Option("--localizer", "-l", help="Shipped localizer name or a .toml file.")
     ] = "language",
@@ -342,16 +204,6 @@ def localize(
     ] = None,
     pooling: Annotated[str, typer.Option(help="mean | last token/frame pooling.")] = "mean",
     cache: Annotated[bool, typer.Option(help="Use the raw activation cache.")] = True,
-    model: ModelOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
-    batch_size: BatchOpt = 32,
-    seed: SeedOpt = 0,
-    out: OutOpt = None,
-    overwrite: OverwriteOpt = False,
-    debug: DebugOpt = False,
-    quiet: QuietOpt = False,
-    trust_remote_code: TrustOpt = False,
 ) -> None:
     """Run a localizer: Welch t-maps, BH-FDR, clusters, island Moran's I, split-half fROIs.
 
@@ -360,9 +212,8 @@ def localize(
     """
     from topocli.workflows.localize.run import run_localize
 
-    ctx = Context(model, device, dtype, batch_size, seed, out, overwrite, quiet, trust_remote_code)
     run_localize(
-        ctx,
+        run,
         localizer,
         stimuli,
         contrast,
@@ -382,7 +233,9 @@ def localize(
 
 
 @app.command()
+@shared_options(batch_size=128)
 def screen(
+    run: Context,
     stimuli: Annotated[
         Path | None,
         typer.Option(
@@ -431,16 +284,6 @@ def screen(
     exemplars: Annotated[int, typer.Option(help="Exemplar stimuli per category.")] = 5,
     pooling: Annotated[str, typer.Option(help="mean | last token / frame.")] = "mean",
     cache: Annotated[bool, typer.Option(help="Use the activation cache.")] = True,
-    model: ModelOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
-    batch_size: BatchOpt = 128,
-    seed: SeedOpt = 0,
-    out: OutOpt = None,
-    overwrite: OverwriteOpt = False,
-    debug: DebugOpt = False,
-    quiet: QuietOpt = False,
-    trust_remote_code: TrustOpt = False,
 ) -> None:
     """Screen many category sets in one pass and rank their clusters by novelty.
 
@@ -452,28 +295,27 @@ def screen(
     """
     from topocli.workflows.screen.run import ScreenOptions, run_screen
 
-    ctx = Context(model, device, dtype, batch_size, seed, out, overwrite, quiet, trust_remote_code)
     opts = ScreenOptions(
         q=q,
         fdr_scope=fdr_scope,
         min_cluster=min_cluster,
         connectivity=connectivity,
         permutations=permutations,
-        seed=seed,
+        seed=run.seed,
         top_percent=top_percent,
         fwhm_mm=fwhm_mm,
         across_areas=across_areas,
         n_exemplars=exemplars,
         rank_by=rank_by,
         pooling=pooling,
-        batch_size=batch_size,
+        batch_size=run.batch_size,
         use_cache=cache,
         min_size=min_size,
         max_size=max_size,
         area=area,
     )
     run_screen(
-        ctx,
+        run,
         stimuli=stimuli,
         against=against,
         with_baseline=with_baseline,
@@ -486,7 +328,9 @@ def screen(
 
 
 @app.command()
+@shared_options()
 def intervene(
+    run: Context,
     from_dir: Annotated[Path, typer.Option("--from", help="A localize or screen results folder.")],
     cluster: Annotated[
         int | None, typer.Option(help="Cluster id of clusters.csv to perturb.")
@@ -522,16 +366,6 @@ def intervene(
     probe_classifier: Annotated[
         str, typer.Option(help="logistic | centroid (for --readout probe).")
     ] = "logistic",
-    model: ModelOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
-    batch_size: BatchOpt = 32,
-    seed: SeedOpt = 0,
-    out: OutOpt = None,
-    overwrite: OverwriteOpt = False,
-    debug: DebugOpt = False,
-    quiet: QuietOpt = False,
-    trust_remote_code: TrustOpt = False,
 ) -> None:
     """Ablate, steer or stimulate sheet clusters with controls and behavioural read-outs.
 
@@ -543,9 +377,8 @@ def intervene(
     """
     from topocli.workflows.intervene.run import run_intervene
 
-    ctx = Context(model, device, dtype, batch_size, seed, out, overwrite, quiet, trust_remote_code)
     run_intervene(
-        ctx,
+        run,
         from_dir,
         cluster=cluster,
         contrast=contrast,
@@ -591,7 +424,9 @@ class _CompareCommand(typer.core.TyperCommand):
 
 
 @app.command(cls=_CompareCommand)
+@shared_options(model=False)
 def compare(
+    run: Context,
     model_results: Annotated[
         list[Path],
         typer.Option(
@@ -639,11 +474,6 @@ def compare(
     top_percent: Annotated[
         float | None, typer.Option(help="Human fROI size in % (default: the model's).")
     ] = None,
-    seed: SeedOpt = 0,
-    out: OutOpt = None,
-    overwrite: OverwriteOpt = False,
-    debug: DebugOpt = False,
-    quiet: QuietOpt = False,
 ) -> None:
     """Compare model localizer results with human fMRI localizer data.
 
@@ -660,20 +490,20 @@ def compare(
 
     run_compare(
         model_results,
-        out if out is not None else Path("compare"),
+        run.out if run.out is not None else Path("compare"),
         human_profiles=human_profiles,
         human_maps=human_maps,
         parcels=parcels,
         condition_map=condition_map,
         permutations=permutations,
         bootstrap=bootstrap,
-        seed=seed,
+        seed=run.seed,
         resample=resample,
         mesh=mesh,
         human_q=human_q,
         top_percent=top_percent,
-        overwrite=overwrite,
-        quiet=quiet,
+        overwrite=run.overwrite,
+        quiet=run.quiet,
         console=out_console(),
         command_line=shlex.join(["topo", "compare", *sys.argv[2:]])
         if len(sys.argv) > 1 and sys.argv[1] == "compare"
@@ -688,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    _quiet_libraries()
+    quiet_libraries()
     command = typer.main.get_command(app)
     try:
         command.main(args=argv, prog_name="topo", standalone_mode=False)

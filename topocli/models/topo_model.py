@@ -1,9 +1,8 @@
 """TopoModel: a Hugging Face backbone plus a sheet, read and changed through named hook points.
 
-Blocks are found generically: every ``nn.ModuleList`` whose children are transformer blocks
-(same class, each with a normalisation layer) is one *stream* (``text``, ``vision`` or
-``audio``, from its module path and the model type). Each recorded block is an *area* of the
-sheet. After a recorded block runs, its hook point does, in order:
+Blocks are found by :mod:`topocli.models.blocks`, backbones loaded by
+:mod:`topocli.models.backbones`. Each recorded block is an *area* of the sheet. After a recorded
+block runs, its hook point does, in order:
 
 1. ``Z = X W`` (adaptor mode; ``W`` starts as identity + small seeded noise) or ``Z = X``
    (direct mode): ``Z`` is the sheet activation of that area;
@@ -20,9 +19,6 @@ With identity adaptors (noise 0) and no edits, outputs are bit-identical to the 
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,93 +28,30 @@ import torch
 from torch import nn
 
 from topocli.errors import TopoInputError
+from topocli.models.backbones import (
+    EncoderOnly,
+    load_backbone,
+    recordable_module,
+    resolve_base,
+    revision_of,
+    select_inputs,
+    weights_fingerprint,
+)
+from topocli.models.blocks import Block, default_stages, discover_blocks, select_blocks
 from topocli.sheet import AreaSpec, Sheet
 
 MODES = ("adaptor", "direct")
+
+
 POOLINGS = ("mean", "last")
+
+
 DEFAULT_ADAPTOR_NOISE = 1e-3
+
+
 Edit = Callable[[torch.Tensor], torch.Tensor]
 
 
-# ---------------------------------------------------------------------- block discovery
-@dataclass
-class Block:
-    """A recorded transformer block: its module path, stream and width (units)."""
-
-    name: str
-    module: nn.Module
-    stream: str
-    n_units: int
-
-
-def _norm_width(block: nn.Module) -> int | None:
-    for mod in block.modules():
-        if "norm" in type(mod).__name__.lower():
-            weight = getattr(mod, "weight", None)
-            if isinstance(weight, torch.Tensor) and weight.ndim == 1:
-                return int(weight.shape[0])
-    return None
-
-
-def _stream_of(path: str, model_type: str) -> str:
-    p = path.lower()
-    if any(k in p for k in ("vision", "visual", "image")):
-        return "vision"
-    if any(k in p for k in ("audio", "speech", "acoustic")):
-        return "audio"
-    if "text" in p:
-        return "text"
-    if model_type in {"vit", "deit", "beit", "dinov2", "swin", "convnext", "siglip_vision_model"}:
-        return "vision"
-    if model_type in {"wav2vec2", "hubert", "wavlm", "whisper", "data2vec-audio", "unispeech"}:
-        return "audio"
-    return "text"
-
-
-def discover_blocks(model: nn.Module) -> list[Block]:
-    """Find the block stacks of any transformer: ModuleLists of same-class blocks with a norm.
-
-    Nested lists inside an already-found block (e.g. experts) are skipped; encoder-decoder
-    models should be passed their encoder.
-    """
-    model_type = getattr(getattr(model, "config", None), "model_type", "") or ""
-    found: list[Block] = []
-    claimed: list[str] = []
-    for path, mod in model.named_modules():
-        if not isinstance(mod, nn.ModuleList) or len(mod) == 0:
-            continue
-        if any(path.startswith(c + ".") for c in claimed):
-            continue
-        kinds = {type(child) for child in mod}
-        if len(kinds) != 1:
-            continue
-        widths = [_norm_width(child) for child in mod]
-        if any(w is None for w in widths):
-            continue
-        # a transformer block attends; conv front ends and MLP stacks are not areas
-        if not any(
-            "attention" in type(m).__name__.lower() or "attn" in type(m).__name__.lower()
-            for m in mod[0].modules()
-        ):
-            continue
-        stream = _stream_of(path, model_type)
-        for i, child in enumerate(mod):
-            found.append(Block(f"{path}.{i}", child, stream, int(widths[i])))
-        claimed.append(path)
-    if not found:
-        raise TopoInputError(f"found no transformer block stacks in this {model_type} model")
-    return found
-
-
-def default_stages(streams: Sequence[str], dual_encoder: bool) -> list[list[str]]:
-    """Encoders side by side on top, the language stream below (Topo-Omni); CLIP: one stage."""
-    if dual_encoder or len(streams) == 1:
-        return [list(streams)]
-    top = [s for s in streams if s != "text"]
-    return [top, ["text"]] if "text" in streams else [top]
-
-
-# ---------------------------------------------------------------------- adaptors and hooks
 class Adaptor(nn.Module):
     """Cortical adaptor ``Z = X W``, ``X_hat = Z W^+`` (Topo-Omni)."""
 
@@ -195,7 +128,6 @@ def _split_output(output):
     raise TypeError(f"cannot read block output of type {type(output)}")
 
 
-# ---------------------------------------------------------------------- the model
 class TopoModel(nn.Module):
     """A backbone with a sheet and hook points on its recorded blocks."""
 
@@ -321,9 +253,9 @@ class TopoModel(nn.Module):
         """Run the backbone on prepared inputs of one modality; returns its raw output."""
         fwd = self.backbone
         if modality == "text" and hasattr(fwd, "get_text_features"):
-            return fwd.get_text_features(**_only(inputs, ("input_ids", "attention_mask")))
+            return fwd.get_text_features(**select_inputs(inputs, ("input_ids", "attention_mask")))
         if modality == "image" and hasattr(fwd, "get_image_features"):
-            return fwd.get_image_features(**_only(inputs, ("pixel_values",)))
+            return fwd.get_image_features(**select_inputs(inputs, ("pixel_values",)))
         return fwd(**inputs)
 
     def record(
@@ -372,137 +304,6 @@ class TopoModel(nn.Module):
             a.set_weight(w)
 
 
-def _only(inputs: dict, keys: Sequence[str]) -> dict:
-    return {k: v for k, v in inputs.items() if k in keys}
-
-
-# ---------------------------------------------------------------------- loading
-def resolve_base(spec: str | Path) -> Path:
-    """A local model folder, or a hub id resolved only from the local cache."""
-    path = Path(spec).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise TopoInputError("not a model folder (no config.json, no topo.json)", path)
-        return path
-    if str(spec).startswith((".", "/", "~")) or os.sep in str(spec) and str(spec).count("/") > 1:
-        raise TopoInputError("model path not found", spec)
-    try:
-        from huggingface_hub import snapshot_download
-
-        local = snapshot_download(str(spec), local_files_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure means "not cached"
-        raise TopoInputError(
-            "not found locally and not in the Hugging Face cache (topo never downloads); fetch it "
-            f"on a connected machine with `huggingface-cli download {spec}` and copy the cache "
-            "folder (~/.cache/huggingface) here, or pass a model folder",
-            spec,
-        ) from exc
-    return Path(local)
-
-
-def weights_fingerprint(folder: Path) -> str:
-    """sha256 over the weight files of a model folder (cached by path, size and mtime)."""
-    files = sorted(
-        p
-        for p in folder.iterdir()
-        if p.suffix in {".safetensors", ".bin", ".pt", ".pth", ".ckpt"} and p.is_file()
-    )
-    if not files:
-        raise TopoInputError("model folder holds no weight files", folder)
-    cache_file = topo_cache_dir() / "fingerprints.json"
-    key = json.dumps([[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files])
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, json.JSONDecodeError):
-        cache = {}
-    if key in cache:
-        return cache[key]
-    h = hashlib.sha256()
-    for p in files:
-        h.update(p.name.encode())
-        with p.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-    digest = h.hexdigest()
-    cache[key] = digest
-    try:
-        from topocli.reporting.results import atomic_write_text
-
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(cache_file, json.dumps(cache))
-    except OSError:
-        pass  # a read-only cache only costs a re-hash next time
-    return digest
-
-
-def topo_cache_dir() -> Path:
-    return Path(os.environ.get("TOPO_CACHE_DIR", Path.home() / ".cache" / "topo"))
-
-
-def load_backbone(path: Path, dtype: torch.dtype, trust_remote_code: bool = False):
-    """Load config, model and processors from a local folder, strictly offline."""
-    import transformers as tf
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        config = tf.AutoConfig.from_pretrained(
-            path, local_files_only=True, trust_remote_code=trust_remote_code
-        )
-    except ValueError as exc:
-        if "trust_remote_code" in str(exc):
-            raise TopoInputError(
-                "this model needs custom code; pass --trust-remote-code if you trust it", path
-            ) from exc
-        raise TopoInputError(f"cannot read model config ({exc})", path) from exc
-    archs = getattr(config, "architectures", None) or []
-    kwargs = dict(local_files_only=True, trust_remote_code=trust_remote_code, dtype=dtype)
-    try:
-        if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs):
-            model = tf.AutoModelForCausalLM.from_pretrained(path, **kwargs)
-        else:
-            model = tf.AutoModel.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise TopoInputError(f"cannot load model weights ({exc})", path) from exc
-    model.eval()
-    return model, load_processors(path, model, trust_remote_code)
-
-
-def load_processors(path: Path, model: nn.Module, trust_remote_code: bool = False) -> dict:
-    """Tokenizer / image processor / feature extractor, each only if the folder has one."""
-    import transformers as tf
-
-    procs: dict = {}
-    kw = dict(local_files_only=True, trust_remote_code=trust_remote_code)
-    loaders = {
-        "text": tf.AutoTokenizer,
-        "image": tf.AutoImageProcessor,
-        "audio": tf.AutoFeatureExtractor,
-    }
-    streams = {b.stream for b in discover_blocks(_recordable(model))}
-    for modality, loader in loaders.items():
-        if modality == "image" and "vision" not in streams:
-            continue
-        if modality == "audio" and "audio" not in streams:
-            continue
-        if modality == "text" and "text" not in streams:
-            continue
-        try:
-            proc = loader.from_pretrained(path, **kw)
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if modality == "text" and getattr(proc, "pad_token", None) is None:
-            proc.pad_token = proc.eos_token or proc.unk_token
-        procs[modality] = proc
-    return procs
-
-
-def _recordable(model: nn.Module) -> nn.Module:
-    """Encoder-decoder speech models (Whisper) are recorded through their encoder."""
-    if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
-        return model.get_encoder()
-    return model
-
-
 def build_topo_model(
     base: str | Path,
     layout: str = "stacked",
@@ -521,7 +322,7 @@ def build_topo_model(
     """Load a base model and give it a sheet (new, or a saved one to validate)."""
     path = resolve_base(base)
     backbone, processors = load_backbone(path, dtype, trust_remote_code)
-    recordable = _recordable(backbone)
+    recordable = recordable_module(backbone)
     blocks = select_blocks(discover_blocks(recordable), areas)
     specs = [AreaSpec(b.name, b.n_units, b.stream) for b in blocks]
     if sheet is None:
@@ -533,88 +334,14 @@ def build_topo_model(
     source = {
         "base_model": str(base),
         "base_path": str(path),
-        "revision": _revision_of(path),
+        "revision": revision_of(path),
         "weights_sha256": weights_fingerprint(path),
         "model_type": backbone.config.model_type,
         "adaptor_noise": adaptor_noise if mode == "adaptor" else 0.0,
         "seed": seed,
         "trust_remote_code": trust_remote_code,
     }
-    wrapper_model = backbone if recordable is backbone else _EncoderOnly(backbone, recordable)
+    wrapper_model = backbone if recordable is backbone else EncoderOnly(backbone, recordable)
     return TopoModel(
         wrapper_model, blocks, sheet, mode, adaptor_noise, seed, processors, source, sheet_source
     )
-
-
-class _EncoderOnly(nn.Module):
-    """Runs only the encoder of an encoder-decoder model (Whisper)."""
-
-    def __init__(self, full: nn.Module, encoder: nn.Module):
-        super().__init__()
-        self.encoder = encoder
-        self.config = full.config
-
-    def forward(self, **inputs):
-        return self.encoder(**_only(inputs, ("input_features", "attention_mask", "input_values")))
-
-
-def select_blocks(blocks: list[Block], areas: Sequence[str] | None) -> list[Block]:
-    """Keep the blocks named by ``areas``: full names, ``all``, or ``STREAM:i,j`` indices."""
-    if not areas or list(areas) == ["all"]:
-        return blocks
-    by_name = {b.name: b for b in blocks}
-    chosen: list[Block] = []
-    for spec in areas:
-        if spec in by_name:
-            chosen.append(by_name[spec])
-            continue
-        stream, _, idx = spec.partition(":")
-        members = [b for b in blocks if b.stream == stream]
-        if not members:
-            raise TopoInputError(
-                f"unknown area {spec!r}; blocks are {', '.join(by_name)} "
-                "(or use STREAM:i,j with streams "
-                + ", ".join(sorted({b.stream for b in blocks}))
-                + ")"
-            )
-        try:
-            picks = [members[int(i)] for i in idx.split(",")] if idx else members
-        except (ValueError, IndexError) as exc:
-            raise TopoInputError(f"bad block index in {spec!r} ({len(members)} blocks)") from exc
-        chosen.extend(picks)
-    unique: dict[str, Block] = {}
-    for b in chosen:
-        unique.setdefault(b.name, b)
-    return list(unique.values())
-
-
-def _revision_of(path: Path) -> str | None:
-    parts = path.resolve().parts
-    if "snapshots" in parts:
-        return parts[parts.index("snapshots") + 1]
-    return None
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise TopoInputError("--device cuda asked for, but no CUDA device is available")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise TopoInputError(f"unknown device {device!r}") from exc
-
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_dtype(name: str) -> torch.dtype:
-    if name not in DTYPES:
-        raise TopoInputError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
-    return DTYPES[name]
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch's global generator (library code passes explicit numpy Generators)."""
-    torch.manual_seed(seed)

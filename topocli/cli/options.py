@@ -1,0 +1,102 @@
+"""Typer options that several commands share, declared once.
+
+A command that loads a model is declared with :func:`shared_options`: it writes only its own
+options and receives a :class:`~topocli.cli.context.Context` as its first parameter; the shared
+ones (``--model``, ``--device``, ``--dtype``, ``--batch-size``, ``--seed``, ``--out``,
+``--overwrite``, ``--debug``, ``--quiet``, ``--trust-remote-code``) are appended to its signature
+for Typer, with the defaults the command asks for.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from topocli.cli.context import Context
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Checkpoint folder, Hugging Face model folder, hub id from the local cache, "
+        "'minilm' (the shipped topographic default) or 'minilm-control' (identity adaptors).",
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
+DtypeOpt = Annotated[str, typer.Option(help="float32 | bfloat16 | float16 (weights on GPU).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Stimuli per forward pass.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed for every random choice.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Results folder to write.")]
+OverwriteOpt = Annotated[bool, typer.Option(help="Replace a non-empty --out folder.")]
+DebugOpt = Annotated[bool, typer.Option(help="Show tracebacks on errors.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
+TrustOpt = Annotated[
+    bool, typer.Option(help="Allow a model's own Python code to run (only if you trust it).")
+]
+
+# name -> (annotation, default); --debug is read by the entry point before parsing
+_MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "model": (ModelOpt, None),
+    "device": (DeviceOpt, "auto"),
+    "dtype": (DtypeOpt, "float32"),
+    "batch_size": (BatchOpt, 32),
+    "seed": (SeedOpt, 0),
+    "out": (OutOpt, None),
+    "overwrite": (OverwriteOpt, False),
+    "debug": (DebugOpt, False),
+    "quiet": (QuietOpt, False),
+    "trust_remote_code": (TrustOpt, False),
+}
+_OUTPUT_OPTIONS = ("seed", "out", "overwrite", "debug", "quiet")
+
+
+def shared_options(*, model: bool = True, seed: bool = True, **defaults: Any):
+    """Decorator: append the shared options to a command and pass it a ``Context``.
+
+    Parameters
+    ----------
+    model : bool
+        The command loads a model (adds ``--model``, ``--device``, ``--dtype``,
+        ``--batch-size``, ``--trust-remote-code``); otherwise only the output options.
+    seed : bool
+        Add ``--seed`` (with ``model=False``).
+    **defaults
+        Other defaults for shared options, e.g. ``batch_size=128`` or ``device="cpu"``.
+    """
+    names = list(_MODEL_OPTIONS) if model else [n for n in _OUTPUT_OPTIONS if seed or n != "seed"]
+    unknown = set(defaults) - set(names)
+    if unknown:
+        raise TypeError(f"no shared option {sorted(unknown)}")
+
+    def decorate(command):
+        own = list(inspect.signature(command, eval_str=True).parameters.values())[1:]
+        shared = [
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=defaults.get(name, _MODEL_OPTIONS[name][1]),
+                annotation=_MODEL_OPTIONS[name][0],
+            )
+            for name in names
+        ]
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared
+
+        @functools.wraps(command)
+        def wrapper(**kwargs):
+            given = {name: kwargs.pop(name) for name in names}
+            given.pop("debug")
+            if not model:
+                given.setdefault("device", "cpu")
+            return command(Context(**given), **kwargs)
+
+        del wrapper.__wrapped__  # Typer must see the new signature, not the command's
+        wrapper.__signature__ = inspect.Signature(params)
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return decorate

@@ -1,0 +1,171 @@
+"""Loading a backbone offline: Hugging Face folders and hub ids from the local cache.
+
+Nothing is downloaded: a hub id resolves only from the local Hugging Face cache. The weights'
+sha256 (cached by path, size and modification time) identifies a backbone in checkpoints and
+results manifests. The model's own tokenizer / image processor / feature extractor is loaded
+beside it, one per modality its streams take.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from topocli.errors import TopoInputError
+from topocli.models.blocks import discover_blocks
+
+
+def select_inputs(inputs: dict, keys) -> dict:
+    """The entries of ``inputs`` named in ``keys``."""
+    return {k: v for k, v in inputs.items() if k in keys}
+
+
+def resolve_base(spec: str | Path) -> Path:
+    """A local model folder, or a hub id resolved only from the local cache."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise TopoInputError("not a model folder (no config.json, no topo.json)", path)
+        return path
+    if str(spec).startswith((".", "/", "~")) or os.sep in str(spec) and str(spec).count("/") > 1:
+        raise TopoInputError("model path not found", spec)
+    try:
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(str(spec), local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not cached"
+        raise TopoInputError(
+            "not found locally and not in the Hugging Face cache (topo never downloads); fetch it "
+            f"on a connected machine with `huggingface-cli download {spec}` and copy the cache "
+            "folder (~/.cache/huggingface) here, or pass a model folder",
+            spec,
+        ) from exc
+    return Path(local)
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """sha256 over the weight files of a model folder (cached by path, size and mtime)."""
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix in {".safetensors", ".bin", ".pt", ".pth", ".ckpt"} and p.is_file()
+    )
+    if not files:
+        raise TopoInputError("model folder holds no weight files", folder)
+    cache_file = topo_cache_dir() / "fingerprints.json"
+    key = json.dumps([[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files])
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        cache = {}
+    if key in cache:
+        return cache[key]
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.name.encode())
+        with p.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+    digest = h.hexdigest()
+    cache[key] = digest
+    try:
+        from topocli.reporting.results import atomic_write_text
+
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cache_file, json.dumps(cache))
+    except OSError:
+        pass  # a read-only cache only costs a re-hash next time
+    return digest
+
+
+def topo_cache_dir() -> Path:
+    return Path(os.environ.get("TOPO_CACHE_DIR", Path.home() / ".cache" / "topo"))
+
+
+def load_backbone(path: Path, dtype: torch.dtype, trust_remote_code: bool = False):
+    """Load config, model and processors from a local folder, strictly offline."""
+    import transformers as tf
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        config = tf.AutoConfig.from_pretrained(
+            path, local_files_only=True, trust_remote_code=trust_remote_code
+        )
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise TopoInputError(
+                "this model needs custom code; pass --trust-remote-code if you trust it", path
+            ) from exc
+        raise TopoInputError(f"cannot read model config ({exc})", path) from exc
+    archs = getattr(config, "architectures", None) or []
+    kwargs = dict(local_files_only=True, trust_remote_code=trust_remote_code, dtype=dtype)
+    try:
+        if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs):
+            model = tf.AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        else:
+            model = tf.AutoModel.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise TopoInputError(f"cannot load model weights ({exc})", path) from exc
+    model.eval()
+    return model, load_processors(path, model, trust_remote_code)
+
+
+def load_processors(path: Path, model: nn.Module, trust_remote_code: bool = False) -> dict:
+    """Tokenizer / image processor / feature extractor, each only if the folder has one."""
+    import transformers as tf
+
+    procs: dict = {}
+    kw = dict(local_files_only=True, trust_remote_code=trust_remote_code)
+    loaders = {
+        "text": tf.AutoTokenizer,
+        "image": tf.AutoImageProcessor,
+        "audio": tf.AutoFeatureExtractor,
+    }
+    streams = {b.stream for b in discover_blocks(recordable_module(model))}
+    for modality, loader in loaders.items():
+        if modality == "image" and "vision" not in streams:
+            continue
+        if modality == "audio" and "audio" not in streams:
+            continue
+        if modality == "text" and "text" not in streams:
+            continue
+        try:
+            proc = loader.from_pretrained(path, **kw)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if modality == "text" and getattr(proc, "pad_token", None) is None:
+            proc.pad_token = proc.eos_token or proc.unk_token
+        procs[modality] = proc
+    return procs
+
+
+def recordable_module(model: nn.Module) -> nn.Module:
+    """Encoder-decoder speech models (Whisper) are recorded through their encoder."""
+    if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+        return model.get_encoder()
+    return model
+
+
+class EncoderOnly(nn.Module):
+    """Runs only the encoder of an encoder-decoder model (Whisper)."""
+
+    def __init__(self, full: nn.Module, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.config = full.config
+
+    def forward(self, **inputs):
+        keys = ("input_features", "attention_mask", "input_values")
+        return self.encoder(**select_inputs(inputs, keys))
+
+
+def revision_of(path: Path) -> str | None:
+    parts = path.resolve().parts
+    if "snapshots" in parts:
+        return parts[parts.index("snapshots") + 1]
+    return None
