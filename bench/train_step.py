@@ -13,8 +13,9 @@ import torch
 from topocli.activations.extraction import prepare_batch
 from topocli.models.checkpoint import CONTROL_MODEL, resolve_model
 from topocli.stimuli.stimulus_set import load_stimulus_set
+from topocli.training.distillation import task_loss
+from topocli.training.loop import trainable_setup
 from topocli.training.spatial_loss import build_neighbourhood_pool, spatial_loss
-from topocli.workflows.train.run import task_loss, trainable_setup
 
 
 def main() -> None:

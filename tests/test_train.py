@@ -9,8 +9,8 @@ from topocli.errors import TopoInputError
 from topocli.models.checkpoint import load_checkpoint
 from topocli.models.topo_model import build_topo_model
 from topocli.stimuli.stimulus_set import load_stimulus_set
+from topocli.training.loop import TrainConfig, train
 from topocli.training.spatial_loss import build_neighbourhood_pool, sample_centres, spatial_loss
-from topocli.workflows.train.run import TrainConfig, train
 
 
 def _config(**kw):
@@ -98,7 +98,7 @@ def test_resume_is_bit_identical(tiny_model_dir, stimulus_dirs, tmp_path):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     tiny_model_dir, stimulus_dirs, tmp_path, monkeypatch
 ):
-    import topocli.workflows.train.run as train_mod
+    import topocli.training.loop as train_mod
 
     model = build_topo_model(tiny_model_dir("bert"), adaptor_noise=1e-2)
     stim = load_stimulus_set(stimulus_dirs["text"])

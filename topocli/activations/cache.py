@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from topocli.activations.batches import MAX_TEXT_TOKENS
 from topocli.models.backbones import topo_cache_dir
+from topocli.models.inputs import MAX_TEXT_TOKENS
 from topocli.models.topo_model import TopoModel
 from topocli.stimuli.stimulus_set import StimulusSet
 

@@ -21,15 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from topocli.activations.batches import (
-    MAX_TEXT_TOKENS,
-    Batch,
-    autocast_for,
-    batch_order,
-    final_representation,
-    prepare_batch,
-    rank_world,
-)
 from topocli.activations.cache import (
     CacheWriter,
     activation_cache_dir,
@@ -42,6 +33,15 @@ from topocli.activations.cache import (
 )
 from topocli.activations.source import IN_MEMORY_BYTES, ActivationSource
 from topocli.errors import TopoInputError
+from topocli.models.inputs import (
+    MAX_TEXT_TOKENS,
+    Batch,
+    autocast_for,
+    batch_order,
+    final_representation,
+    prepare_batch,
+    rank_world,
+)
 from topocli.models.topo_model import TopoModel
 from topocli.stats.suffstats import SufficientStats
 from topocli.stimuli.stimulus_set import StimulusSet
@@ -81,12 +81,17 @@ def iter_activations(
     pooling: str = "mean",
     with_final: bool = False,
     progress=None,
+    shard: bool = True,
 ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor | None]]:
-    """Yield ``(row indices, sheet activations [B, U] float32, final reps or None)``."""
+    """Yield ``(row indices, sheet activations [B, U] float32, final reps or None)``.
+
+    Under ``torch.distributed`` each rank takes every ``world_size``-th stimulus, unless
+    ``shard`` is False.
+    """
     task = progress.add_task("extracting", total=len(stim_set)) if progress else None
     model.eval()
     with torch.no_grad():
-        for rows in batch_order(stim_set, batch_size):
+        for rows in batch_order(stim_set, batch_size, shard):
             batch = prepare_batch(model, [stim_set.stimuli[i] for i in rows], rows)
             with autocast_for(model):
                 out, acts = model.record(batch.inputs, batch.modality, pooling, batch.masks)
@@ -144,6 +149,7 @@ def extract(
     progress=None,
     keep_activations: bool = False,
     memory_bytes: int = IN_MEMORY_BYTES,
+    shard: bool = True,
 ) -> Extraction:
     """Stream a stimulus set through the model into per-(condition, split) statistics.
 
@@ -169,6 +175,10 @@ def extract(
         memory when ``N x U x 4`` bytes fit ``memory_bytes``, else read back from the
         activation cache (a temporary entry when ``use_cache`` is off).
     memory_bytes : int
+    shard : bool
+        Under ``torch.distributed``, split the stimuli over the ranks and all-reduce the
+        statistics (default). False: this process runs every stimulus on its own (an
+        evaluation on one rank; nothing is exchanged).
 
     Returns
     -------
@@ -178,7 +188,7 @@ def extract(
     n, n_units = len(stim_set), int(model.sheet.n_units)
     groups = stim_set.group_index()
     stats = SufficientStats(stim_set.n_groups, n_units)
-    _, world = rank_world()
+    _, world = rank_world() if shard else (0, 1)
     if world > 1 and (keep_activations or with_final):
         raise TopoInputError(
             "this analysis needs every stimulus's activations in one process; run it without "
@@ -216,7 +226,7 @@ def extract(
     finals: np.ndarray | None = None
     try:
         for rows, acts, fin in iter_activations(
-            model, stim_set, batch_size, pooling, with_final, progress
+            model, stim_set, batch_size, pooling, with_final, progress, shard
         ):
             if writer is not None:
                 writer.add(rows, acts)

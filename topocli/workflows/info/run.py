@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pandas as pd
 from rich.console import Console
-from rich.table import Table
 
 from topocli.models.topo_model import TopoModel
 
@@ -58,58 +57,15 @@ def model_summary(model: TopoModel) -> dict:
 
 def run_info(ctx, out_console: Console) -> None:
     """Print the summary and area table; with ``--out`` write a results folder with the PNG."""
-    from topocli.reporting.results import ResultsFolder
+    from topocli.workflows.info.report import print_summary, write_info_results
 
     model = ctx.load_model()
     summary = model_summary(model)
     table = area_table(model)
     if not ctx.quiet:
-        for key, value in summary.items():
-            out_console.print(f"[bold]{key}:[/] {value}")
-        t = Table(title="areas (top to bottom on the sheet)", show_lines=False)
-        for col in ("area", "stream", "n_units", "rows", "cols", "row0", "col0", "x_mm", "y_mm"):
-            t.add_column(col, justify="left" if col in ("area", "stream") else "right")
-        for _, r in table.iterrows():
-            t.add_row(
-                *(
-                    str(r[c])
-                    for c in (
-                        "area",
-                        "stream",
-                        "n_units",
-                        "rows",
-                        "cols",
-                        "row0",
-                        "col0",
-                        "x_mm",
-                        "y_mm",
-                    )
-                )
-            )
-        out_console.print(t)
+        print_summary(summary, table, out_console)
     if ctx.out is None:
         return
-    from topocli.models.checkpoint import model_identity
-    from topocli.reporting.html import Report
-    from topocli.reporting.plotting import plot_layout
-
-    with ResultsFolder(ctx.out, ctx.overwrite) as rf:
-        fig = plot_layout(model.sheet, title="sheet layout")
-        rf.save_figure("layout.png", fig)
-        rf.write_csv("areas.csv", table)
-        report = Report("topo info", subtitle=str(summary["model"]))
-        report.add_section("Model")
-        report.add_key_values(summary)
-        report.add_section("Sheet layout")
-        report.add_figure(fig, caption="Each area's box on the sheet, coloured by stream.")
-        report.add_table(table, caption="Areas")
-        rf.write_report(report)
-        rf.write_manifest(
-            "info",
-            {"model": ctx.model_spec, "device": ctx.device_name},
-            {},
-            seed=ctx.seed,
-            extra={"model": model_identity(model)},
-        )
+    write_info_results(ctx, model, summary, table)
     if not ctx.quiet:
         out_console.print(f"wrote {ctx.out}/layout.png")

@@ -1,7 +1,7 @@
 """Discovery: categories found in an unlabeled pool by walking a Ward tree of its embeddings.
 
 Each pool stimulus is embedded with the model's own pooled final representation
-(:func:`topocli.activations.batches.final_representation`, L2-normalised), a Ward hierarchical
+(:func:`topocli.models.inputs.final_representation`, L2-normalised), a Ward hierarchical
 clustering is built (``scipy.cluster.hierarchy.linkage``) and walked top-down. A node's *sheet
 selectivity score* is the median Welch t of the node's stimuli against all the other pool
 stimuli, taken over the node's significant units (BH q < ``--q`` and t > 0 among the units of

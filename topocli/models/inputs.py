@@ -134,11 +134,14 @@ def rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-def batch_order(stim_set: StimulusSet, batch_size: int) -> Iterator[np.ndarray]:
-    """Row indices of this rank's stimuli, in batches (text sorted by length to cut padding)."""
+def batch_order(stim_set: StimulusSet, batch_size: int, shard: bool = True) -> Iterator[np.ndarray]:
+    """Row indices of this rank's stimuli, in batches (text sorted by length to cut padding).
+
+    With ``shard=False`` every process takes every stimulus (an evaluation on one rank).
+    """
     if batch_size < 1:
         raise TopoInputError(f"--batch-size must be >= 1, got {batch_size}")
-    rank, world = rank_world()
+    rank, world = rank_world() if shard else (0, 1)
     rows = np.arange(len(stim_set))[rank::world]
     if stim_set.modality == "text":
         lengths = np.array([len(stim_set.stimuli[i].text or "") for i in rows])
