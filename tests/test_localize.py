@@ -41,7 +41,9 @@ def _stim_set(counts: dict[str, int]) -> StimulusSet:
 def _feed(monkeypatch, acts: np.ndarray, batch: int = 7) -> None:
     """Replace the model pass: extraction streams ``acts`` (rows = stimuli) in batches."""
 
-    def fake_iter(model, stim_set, batch_size=32, pooling="mean", with_final=False, progress=None):
+    def fake_iter(
+        model, stim_set, batch_size=32, pooling="mean", with_final=False, progress=None, shard=True
+    ):
         assert len(stim_set) == acts.shape[0]
         order = np.random.default_rng(0).permutation(acts.shape[0])  # any order must do
         for s in range(0, order.size, batch):
