@@ -101,7 +101,7 @@ def test_cuda_tensor_is_reduced_on_device():
 def test_many_column_blocks_and_threads(monkeypatch):
     """Column blocking and the thread pool give the same numbers as one block."""
     monkeypatch.setattr(suffstats, "_CPU_BLOCK_ELEMS", 1024)
-    monkeypatch.setattr(suffstats, "_n_threads", lambda: 3)
+    monkeypatch.setattr(suffstats, "cpu_threads", lambda: 3)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((90, 5000)).astype(np.float32)
     groups = rng.integers(0, 4, 90)

@@ -16,7 +16,19 @@ from rich.console import Console
 
 from topocli.cli.context import Context, err, quiet_libraries
 from topocli.cli.context import out as _out
-from topocli.cli.options import shared_options
+from topocli.cli.options import (
+    AcrossAreasOpt,
+    CacheOpt,
+    ConnectivityOpt,
+    FdrScopeOpt,
+    FwhmOpt,
+    MinClusterOpt,
+    PermutationsOpt,
+    PoolingOpt,
+    QOpt,
+    TopPercentOpt,
+    shared_options,
+)
 from topocli.errors import NotBuiltError, TopoInputError
 
 __all__ = ["Context", "app", "entry", "main"]
@@ -187,23 +199,17 @@ def localize(
             "'math - 0.5*false_belief - 0.5*false_photo' (repeatable).",
         ),
     ] = None,
-    fwhm_mm: Annotated[
-        float | None, typer.Option(help="Smooth per-stimulus activations (mm FWHM) first.")
-    ] = None,
-    across_areas: Annotated[bool, typer.Option(help="Smooth across the stacked sheet.")] = False,
-    q: Annotated[float | None, typer.Option("--q", help="BH-FDR threshold in (0, 1).")] = None,
+    fwhm_mm: FwhmOpt = None,
+    across_areas: AcrossAreasOpt = False,
+    q: QOpt = None,
     alternative: Annotated[str | None, typer.Option(help="greater | two-sided.")] = None,
-    fdr_scope: Annotated[str | None, typer.Option(help="sheet | area.")] = None,
-    top_percent: Annotated[
-        float | None, typer.Option(help="fROI size: top x% of units per area (split-half).")
-    ] = None,
-    min_cluster: Annotated[int | None, typer.Option(help="Smallest cluster / island.")] = None,
-    connectivity: Annotated[int | None, typer.Option(help="4 | 8 grid connectivity.")] = None,
-    permutations: Annotated[
-        int | None, typer.Option(help="Permutations for island Moran's I.")
-    ] = None,
-    pooling: Annotated[str, typer.Option(help="mean | last token/frame pooling.")] = "mean",
-    cache: Annotated[bool, typer.Option(help="Use the raw activation cache.")] = True,
+    fdr_scope: FdrScopeOpt = None,
+    top_percent: TopPercentOpt = None,
+    min_cluster: MinClusterOpt = None,
+    connectivity: ConnectivityOpt = None,
+    permutations: PermutationsOpt = None,
+    pooling: PoolingOpt = "mean",
+    cache: CacheOpt = True,
 ) -> None:
     """Run a localizer: Welch t-maps, BH-FDR, clusters, island Moran's I, split-half fROIs.
 
@@ -268,22 +274,18 @@ def screen(
     builtin_known: Annotated[
         bool, typer.Option(help="Compare with the shipped language / ToM / MD localizers.")
     ] = True,
-    q: Annotated[float, typer.Option("--q", help="FDR threshold.")] = 0.05,
-    fdr_scope: Annotated[str, typer.Option(help="sheet | area: BH over all units or per area.")] = (
-        "sheet"
-    ),
-    fwhm_mm: Annotated[float, typer.Option(help="Smooth per-stimulus activations (mm).")] = 0.0,
-    across_areas: Annotated[bool, typer.Option(help="Smooth across area borders.")] = False,
-    min_cluster: Annotated[int, typer.Option(help="Smallest cluster (units).")] = 8,
-    connectivity: Annotated[int, typer.Option(help="4 | 8 grid connectivity.")] = 8,
-    permutations: Annotated[int, typer.Option(help="Island Moran's I permutations.")] = 999,
-    top_percent: Annotated[
-        float, typer.Option(help="fROI size: top % of units (split-half profiles).")
-    ] = 10.0,
+    q: QOpt = 0.05,
+    fdr_scope: FdrScopeOpt = "sheet",
+    fwhm_mm: FwhmOpt = 0.0,
+    across_areas: AcrossAreasOpt = False,
+    min_cluster: MinClusterOpt = 8,
+    connectivity: ConnectivityOpt = 8,
+    permutations: PermutationsOpt = 999,
+    top_percent: TopPercentOpt = 10.0,
     rank_by: Annotated[str, typer.Option(help="units | peak-t (ties: novelty).")] = "units",
     exemplars: Annotated[int, typer.Option(help="Exemplar stimuli per category.")] = 5,
-    pooling: Annotated[str, typer.Option(help="mean | last token / frame.")] = "mean",
-    cache: Annotated[bool, typer.Option(help="Use the activation cache.")] = True,
+    pooling: PoolingOpt = "mean",
+    cache: CacheOpt = True,
 ) -> None:
     """Screen many category sets in one pass and rank their clusters by novelty.
 

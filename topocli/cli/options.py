@@ -39,6 +39,26 @@ TrustOpt = Annotated[
     bool, typer.Option(help="Allow a model's own Python code to run (only if you trust it).")
 ]
 
+# the options of a sheet-map analysis (localize and screen); the defaults are the command's
+QOpt = Annotated[float | None, typer.Option("--q", help="BH-FDR threshold in (0, 1).")]
+FdrScopeOpt = Annotated[
+    str | None, typer.Option(help="sheet | area: BH over all units or within each area.")
+]
+FwhmOpt = Annotated[
+    float | None, typer.Option(help="Smooth per-stimulus activations first (Gaussian FWHM, mm).")
+]
+AcrossAreasOpt = Annotated[
+    bool, typer.Option(help="Smooth across area borders of the stacked sheet.")
+]
+MinClusterOpt = Annotated[int | None, typer.Option(help="Smallest cluster / island (units).")]
+ConnectivityOpt = Annotated[int | None, typer.Option(help="4 | 8 grid connectivity.")]
+PermutationsOpt = Annotated[int | None, typer.Option(help="Permutations for island Moran's I.")]
+TopPercentOpt = Annotated[
+    float | None, typer.Option(help="fROI size: top % of units per region (split-half).")
+]
+PoolingOpt = Annotated[str, typer.Option(help="mean | last token / frame pooling.")]
+CacheOpt = Annotated[bool, typer.Option(help="Use the activation cache.")]
+
 # name -> (annotation, default); --debug is read by the entry point before parsing
 _MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {
     "model": (ModelOpt, None),

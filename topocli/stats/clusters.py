@@ -48,6 +48,18 @@ CLUSTER_COLUMNS = [
     "centroid_y_mm",
 ]
 ISLAND_COLUMNS = ["cluster", "n_units", "moran_i", "moran_p"]
+# the cluster table every command writes (after its own id column: contrast or category)
+CLUSTER_TABLE_COLUMNS = [
+    "cluster",
+    "areas",
+    "n_units",
+    "peak_t",
+    "mean_t",
+    "centroid_x_mm",
+    "centroid_y_mm",
+    "moran_i",
+    "moran_p",
+]
 QUEEN_OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 _BLOCK_ELEMENTS = 1 << 22  # permutations x cells evaluated at once
 

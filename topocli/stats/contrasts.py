@@ -17,7 +17,6 @@ Conventions
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ import numpy as np
 from scipy import special
 
 from topocli.errors import TopoInputError
+from topocli.stats.suffstats import cpu_threads
 
 ALTERNATIVES = ("greater", "less", "two-sided")
 _PARALLEL_MIN = 1 << 16  # p-values on fewer elements than this run in one thread
@@ -61,14 +61,6 @@ class AnovaResult(NamedTuple):
 
 
 # ---------------------------------------------------------------------------------------- helpers
-def _n_threads() -> int:
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        n = os.cpu_count() or 1
-    return max(1, min(n, 16))
-
-
 def _check_alternative(alternative: str) -> str:
     if alternative not in ALTERNATIVES:
         raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
@@ -84,7 +76,7 @@ def _apply_chunked(fn: Any, a: Any, b: Any, out: np.ndarray | None = None) -> np
     a, b = np.broadcast_arrays(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
     if out is None:
         out = np.empty(a.shape)
-    n_threads = _n_threads()
+    n_threads = cpu_threads()
     if a.ndim == 0 or a.size < _PARALLEL_MIN or n_threads == 1:
         fn(a, b, out)
         return out
@@ -681,7 +673,7 @@ def category_vs_rest(
 def _run_column_chunks(fn: Any, n_cols: int, width: int) -> None:
     """Call ``fn(slice)`` on disjoint column chunks, spread over CPU threads."""
     chunks = [slice(c0, min(c0 + width, n_cols)) for c0 in range(0, n_cols, width)]
-    n_threads = min(_n_threads(), len(chunks))
+    n_threads = min(cpu_threads(), len(chunks))
     if n_threads <= 1:
         for cols in chunks:
             fn(cols)

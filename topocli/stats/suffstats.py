@@ -46,7 +46,7 @@ _DEVICE_BLOCK_ELEMS = 1 << 26
 _GATHER_CHUNK_ELEMS = 1 << 22
 
 
-def _n_threads() -> int:
+def cpu_threads() -> int:
     """Number of CPU threads for block-parallel reductions (the process's CPU affinity)."""
     try:
         n = len(os.sched_getaffinity(0))
@@ -316,7 +316,7 @@ class SufficientStats:
             mean, m2 = _block_moments_numpy(x[:, c0:c1], seg, inverse, fcounts)
             self._merge_rows(present, fcounts, mean, m2, c0)
 
-        n_threads = min(_n_threads(), len(blocks))
+        n_threads = min(cpu_threads(), len(blocks))
         if n_threads > 1:
             # Disjoint column blocks: threads never write the same memory. numpy releases the
             # GIL inside its loops, so the blocks run in parallel.

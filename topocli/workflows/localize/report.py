@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from topocli.stats.clusters import CLUSTER_TABLE_COLUMNS as CLUSTER_COLUMNS
+
 UNIT_COLUMNS = [
     "contrast",
     "unit",
@@ -27,20 +29,7 @@ UNIT_COLUMNS = [
 ]
 
 
-CLUSTER_TABLE_COLUMNS = [
-    "contrast",
-    "cluster",
-    "areas",
-    "n_units",
-    "peak_t",
-    "mean_t",
-    "centroid_x_mm",
-    "centroid_y_mm",
-    "moran_i",
-    "moran_p",
-    "sign",
-    "peak_unit",
-]
+CLUSTER_TABLE_COLUMNS = ["contrast", *CLUSTER_COLUMNS, "sign", "peak_unit"]
 
 
 def units_table(result: Any) -> pd.DataFrame:

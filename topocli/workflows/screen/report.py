@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from topocli.errors import TopoInputError
+from topocli.stats.clusters import CLUSTER_TABLE_COLUMNS
 from topocli.workflows.screen.analysis import CategoryResult, ScreenResult
 from topocli.workflows.screen.discovery import Discovery
 from topocli.workflows.screen.inputs import BASELINE
@@ -17,19 +18,7 @@ from topocli.workflows.screen.inputs import BASELINE
 REPORT_MAX_CATEGORIES = 30  # per-category report sections (all categories are in the files)
 REPORT_MAX_HEATMAP = 40  # rows of the Dice / profile heatmaps
 
-CLUSTER_COLUMNS = [
-    "category",
-    "cluster",
-    "areas",
-    "n_units",
-    "peak_t",
-    "mean_t",
-    "centroid_x_mm",
-    "centroid_y_mm",
-    "moran_i",
-    "moran_p",
-    "peak_unit",
-]
+CLUSTER_COLUMNS = ["category", *CLUSTER_TABLE_COLUMNS, "peak_unit"]
 
 
 UNIT_COLUMNS = ["category", "reference", "unit", "area", "row", "col", "t", "q", "significant"]
