@@ -26,14 +26,12 @@ from topocli.human.maps import category_profiles, load_human_profiles
 from topocli.reporting.reader import read_manifest
 from topocli.reporting.results import ResultsFolder
 from topocli.sheet import AreaSpec, Sheet
-from topocli.workflows.compare.run import (
-    METRIC_COLUMNS,
-    PROFILE_COLUMNS,
-    compare,
-    is_control_model,
-    parse_map_specs,
-    shipped_condition_map,
-)
+from topocli.workflows.compare.conditions import shipped_condition_map
+from topocli.workflows.compare.human_side import parse_map_specs
+from topocli.workflows.compare.metrics import METRIC_COLUMNS
+from topocli.workflows.compare.models import is_control_model
+from topocli.workflows.compare.result import PROFILE_COLUMNS
+from topocli.workflows.compare.run import compare
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 NEEDS_REFERENCE = pytest.mark.skipif(
@@ -694,3 +692,31 @@ def test_model_froi_missing_from_one_folder_is_skipped_with_a_note(tmp_path):
     cmap.write_text('[conditions]\na = "a"\nb = "b"\nc = "c"\n[frois]\n"tom" = "lang"\n')
     with pytest.raises(TopoInputError, match="none of the condition map's model fROIs"):
         compare([trained], human_profiles=human, condition_map=cmap)
+
+
+@pytest.mark.parametrize(
+    "name,text,message",
+    [
+        ("clusters.csv", "", "cannot read model cluster table as CSV"),
+        (
+            "clusters.csv",
+            "contrast,n_units\nlang,3\n",
+            "model cluster table is missing columns: moran_i",
+        ),
+        ("dice.csv", "froi\nlang@layer.0\n", "model Dice table is missing columns: dice"),
+        ("profiles.csv", "", "cannot read model profile table as CSV"),
+    ],
+)
+def test_damaged_model_tables_are_one_line_errors(tmp_path, name, text, message):
+    trained, _, human = _small_emfl_like(tmp_path)
+    (trained / name).write_text(text)
+    with pytest.raises(TopoInputError, match=message):
+        compare([trained], human_profiles=human, permutations=10, bootstrap=10)
+
+
+def test_damaged_sheet_only_costs_the_sheet_map(tmp_path):
+    trained, _, human = _small_emfl_like(tmp_path)
+    (trained / "sheet.safetensors").write_bytes(b"not a sheet")
+    result = compare([trained], human_profiles=human, permutations=10, bootstrap=10)
+    assert result.models[0].sheet is None
+    assert result.models[0].n_units is None
