@@ -139,6 +139,13 @@ def load_checkpoint(
 
     folder = Path(folder)
     meta = read_meta(folder)
+    if meta.get("trust_remote_code") and not trust_remote_code:
+        # only the person running the command may let a model's own code run, never a file
+        raise TopoInputError(
+            "this checkpoint's base model runs its own Python code; pass --trust-remote-code "
+            "to allow it (only if you trust it)",
+            folder / "topo.json",
+        )
     sheet = Sheet.load(folder / "sheet.safetensors")
     base = meta["base_model"]
     model = build_topo_model(
@@ -148,7 +155,7 @@ def load_checkpoint(
         adaptor_noise=0.0,
         seed=meta.get("seed", 0),
         dtype=dtype,
-        trust_remote_code=trust_remote_code or meta.get("trust_remote_code", False),
+        trust_remote_code=trust_remote_code,
         sheet=sheet,
         sheet_source=folder / "sheet.safetensors",
     )

@@ -1,0 +1,57 @@
+"""The bad-input and hostile-input catalogue: every case ends in one line, exit 2, nothing left.
+
+Each case asserts the exit code, that stderr is one line naming the file or option at fault,
+that no traceback is printed, and that nothing was written where it must not be.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from topocli.cli import main
+from topocli.models.checkpoint import save_checkpoint
+from topocli.models.topo_model import build_topo_model
+
+
+def _refused(capsys, argv: list[str], *needles: str) -> str:
+    """Run ``topo argv``: exit 2, one line on stderr holding every needle, no traceback."""
+    capsys.readouterr()  # what the test's own setup printed is not the command's
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+# ---------------------------------------------------------------------- security
+def test_a_checkpoint_cannot_enable_remote_code(tiny_model_dir, tmp_path, capsys):
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir("bert"), base)
+    ckpt = save_checkpoint(build_topo_model(base, mode="adaptor"), tmp_path / "ckpt")
+    # the base folder now carries code that runs as soon as transformers imports it
+    marker = tmp_path / "code-ran"
+    (base / "configuration_evil.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\n"
+        "from transformers import BertConfig\n\n\n"
+        "class EvilConfig(BertConfig):\n    pass\n"
+    )
+    config = json.loads((base / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "configuration_evil.EvilConfig"}
+    (base / "config.json").write_text(json.dumps(config))
+    meta = json.loads((ckpt / "topo.json").read_text())
+    meta["trust_remote_code"] = True
+    (ckpt / "topo.json").write_text(json.dumps(meta))
+
+    _refused(capsys, ["info", str(ckpt)], "--trust-remote-code", "topo.json")
+    assert not marker.exists()
+    _refused(capsys, ["localize", "--model", str(ckpt), "--out", str(tmp_path / "o")])
+    assert not marker.exists() and not (tmp_path / "o").exists()
+    # the flag on the command line is the only way in
+    capsys.readouterr()
+    main(["info", str(ckpt), "--trust-remote-code", "--quiet"])
+    assert "--trust-remote-code" not in capsys.readouterr().err
+    assert marker.exists()
