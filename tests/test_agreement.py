@@ -18,7 +18,7 @@ import pytest
 from scipy import stats
 
 from topocli.errors import TopoInputError
-from topocli.human.maps import category_profiles, load_human_profiles
+from topocli.human.profiles import category_profiles, load_human_profiles
 from topocli.stats.agreement import (
     ConditionMap,
     apply_condition_map,

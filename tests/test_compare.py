@@ -22,7 +22,7 @@ from scipy import stats
 
 from topocli.cli import main
 from topocli.errors import TopoInputError
-from topocli.human.maps import category_profiles, load_human_profiles
+from topocli.human.profiles import category_profiles, load_human_profiles
 from topocli.reporting.reader import read_manifest
 from topocli.reporting.results import ResultsFolder
 from topocli.sheet import AreaSpec, Sheet

@@ -27,24 +27,17 @@ from scipy.stats import norm
 from statsmodels.stats.multitest import multipletests
 
 from topocli.errors import TopoInputError
-from topocli.human.maps import (
-    HumanMap,
-    category_profiles,
-    check_alignment,
-    define_froi,
-    human_cluster_table,
-    load_human_map,
-    load_human_profiles,
-    load_parcels,
+from topocli.human.froi import define_froi, split_half_froi_responses
+from topocli.human.maps import HumanMap, check_alignment, load_human_map, load_parcels
+from topocli.human.moran import (
     mesh_adjacency,
     morans_i_sparse,
-    roi_profiles,
-    split_half_froi_responses,
     surface_islands_morans_i,
-    threshold_human_map,
     volume_islands_morans_i,
     voxel_adjacency,
 )
+from topocli.human.profiles import category_profiles, load_human_profiles, roi_profiles
+from topocli.human.thresholding import human_cluster_table, threshold_human_map
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 NEEDS_REFERENCE = pytest.mark.skipif(

@@ -16,18 +16,23 @@ from topocli.reporting.reader import read_manifest
 from topocli.reporting.results import ResultsFolder
 from topocli.sheet import AreaSpec, Sheet
 from topocli.stats.suffstats import SufficientStats
-from topocli.workflows.intervene.run import (
-    PerturbationSet,
-    Selection,
+from topocli.workflows.intervene.controls import (
     distance_matched_controls,
-    effect_size_z,
     make_controls,
-    permutation_p,
     random_controls,
-    reference_from_stats,
-    stimulation_units,
-    token_losses,
 )
+from topocli.workflows.intervene.perturbations import PerturbationSet
+from topocli.workflows.intervene.readouts import token_losses
+from topocli.workflows.intervene.reference import (
+    PASS_SOURCE,
+    load_reference,
+    reference_from_activations,
+    reference_from_pass,
+    reference_from_stats,
+)
+from topocli.workflows.intervene.source import read_source
+from topocli.workflows.intervene.statistics import effect_size_z, permutation_p
+from topocli.workflows.intervene.targets import Selection, stimulation_units
 
 CONTRAST = "alpha>beta"
 
@@ -196,7 +201,7 @@ def test_removing_the_edits_restores_the_outputs_exactly(bert, stimulus_dirs):
 
 
 def test_stacked_perturbations_in_one_forward_equal_one_at_a_time(bert, stimulus_dirs):
-    from topocli.workflows.intervene.run import Prepared, _forward
+    from topocli.workflows.intervene.readouts import Prepared, _forward
 
     model = bert
     batch = _batch(model, stimulus_dirs["text"], n=5)
@@ -350,6 +355,30 @@ def test_reference_direction_and_mean_match_numpy():
     assert np.allclose(ref.direction, want)
     assert np.allclose(ref.mean, x.mean(0))
     assert np.allclose(ref.sd, x.std(0, ddof=1))
+
+
+def test_reference_from_the_activation_pipeline_equals_the_pooled_activations(
+    bert, stimulus_dirs, tmp_path
+):
+    from topocli.activations.extraction import extract
+    from topocli.stimuli.stimulus_set import load_stimulus_set
+
+    stim = load_stimulus_set(stimulus_dirs["text"])
+    weights = {"alpha": 1.0, "beta": -1.0}
+    # use_cache=False: the float16 cache would round the activations
+    with extract(bert, stim, 4, "mean", use_cache=False, keep_activations=True) as ext:
+        acts = np.asarray(ext.source.array, dtype=np.float64)
+    want = reference_from_activations(acts, stim.condition_index(), list(stim.conditions), weights)
+    got = reference_from_pass(bert, stim, weights, batch_size=4, use_cache=False)
+    assert got.source == PASS_SOURCE
+    for name in ("mean", "direction", "sd"):
+        np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-6)
+    # what the workflow does for a folder without stats.safetensors: a cached pipeline pass
+    src = _write_source(tmp_path / "loc", bert, stimulus_dirs["text"], np.zeros(64))
+    ref, notes = load_reference(read_source(src), bert, stim, weights, batch_size=4)
+    assert notes == [] and ref.source == PASS_SOURCE
+    for name in ("mean", "direction", "sd"):
+        np.testing.assert_allclose(getattr(ref, name), getattr(want, name), rtol=1e-2, atol=1e-3)
 
 
 def test_token_losses_equal_cross_entropy_of_each_row():

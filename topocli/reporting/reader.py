@@ -168,13 +168,7 @@ class Results:
         what = what or name
         if not path.is_file():
             raise TopoInputError(f"has no {name}", self.root)
-        try:
-            table = pd.read_csv(path)
-        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else "empty"
-            raise TopoInputError(f"cannot read {what} as CSV ({first})", path) from None
-        except OSError as error:
-            raise TopoInputError(f"cannot read {what} ({error.strerror})", path) from None
+        table = _read_csv(path, what)
         table.columns = [str(c).strip() for c in table.columns]
         missing = [c for c in required if c not in table.columns]
         if missing:
@@ -194,8 +188,7 @@ class Results:
                 f"`topo {self.command}`)?",
                 self.root,
             )
-        head = pd.read_csv(path, nrows=0).columns
-        col = _contrast_column(head)
+        col = _contrast_column(_read_csv(path, "units.csv", nrows=0).columns)
         if col is None:
             raise TopoInputError("units.csv has no 'contrast' (or 'category') column", path)
         units = self.table("units.csv", [col, *required], "units.csv")
@@ -209,8 +202,7 @@ class Results:
         """``clusters.csv`` with a ``contrast`` column (None when the folder has none)."""
         if not self.has("clusters.csv"):
             return None
-        head = pd.read_csv(self.root / "clusters.csv", nrows=0).columns
-        col = _contrast_column(head)
+        col = _contrast_column(_read_csv(self.root / "clusters.csv", "cluster table", 0).columns)
         clusters = self.table("clusters.csv", required, "cluster table")
         if col is None:
             clusters["contrast"] = ""
@@ -239,6 +231,17 @@ class Results:
             )
         t[unit] = rows["t"].to_numpy(dtype=np.float64)
         return t
+
+
+def _read_csv(path: Path, what: str, nrows: int | None = None) -> pd.DataFrame:
+    """``pandas.read_csv`` with one-line errors naming the file."""
+    try:
+        return pd.read_csv(path, nrows=nrows)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "empty"
+        raise TopoInputError(f"cannot read {what} as CSV ({first})", path) from None
+    except OSError as error:
+        raise TopoInputError(f"cannot read {what} ({error.strerror})", path) from None
 
 
 def _contrast_column(columns: Sequence[str]) -> str | None:

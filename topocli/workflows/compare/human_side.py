@@ -19,10 +19,14 @@ import numpy as np
 import pandas as pd
 
 from topocli.errors import TopoInputError
-from topocli.human import maps as hm
+from topocli.human.froi import define_froi, split_half_froi_responses
+from topocli.human.maps import HumanMap, check_alignment, load_human_map, load_parcels
+from topocli.human.moran import ISLAND_COLUMNS, surface_islands_morans_i, volume_islands_morans_i
+from topocli.human.profiles import load_human_profiles
+from topocli.human.thresholding import human_cluster_table, threshold_human_map
 from topocli.stats.agreement import ConditionMap
 
-ISLAND_COLUMNS = ["human_froi", *hm.ISLAND_COLUMNS]
+ISLAND_COLUMNS = ["human_froi", *ISLAND_COLUMNS]
 HUMAN_DICE_COLUMNS = ["human_froi", "parcel", "n_voxels_even", "n_voxels_odd", "dice"]
 HALVES = ("even", "odd")
 FSAVERAGE5_VERTICES = 10242
@@ -87,14 +91,14 @@ def table_target_profile(table: pd.DataFrame, target: str) -> pd.DataFrame:
     """Condition profile of one human fROI label or parcel category of a profile table.
 
     A fROI label gives its rows. A category averages its fROIs per condition (unweighted, as
-    :func:`topocli.human.maps.category_profiles`); its ``sem`` and ``sd`` are the mean of the fROIs'
-    (exact when the fROIs co-vary perfectly across participants, an upper bound otherwise: the
-    model side's fROI rule). ``sd`` is the table's ``std`` column, else ``sem * sqrt(n)``.
+    :func:`topocli.human.profiles.category_profiles`); its ``sem`` and ``sd`` are the mean of the
+    fROIs' (exact when the fROIs co-vary perfectly across participants, an upper bound otherwise:
+    the model side's fROI rule). ``sd`` is the table's ``std`` column, else ``sem * sqrt(n)``.
 
     Parameters
     ----------
     table : pandas.DataFrame
-        Output of :func:`topocli.human.maps.load_human_profiles`.
+        Output of :func:`topocli.human.profiles.load_human_profiles`.
     target : str
         A fROI label (``roi``) or a ``category``; a label wins when a name is both.
 
@@ -128,7 +132,7 @@ def table_target_profile(table: pd.DataFrame, target: str) -> pd.DataFrame:
 
 def load_human_table(csv_path: str | Path) -> HumanData:
     """The human side from a fROI response table (profiles: :func:`add_table_profiles`)."""
-    table = hm.load_human_profiles(csv_path)
+    table = load_human_profiles(csv_path)
     targets = list(dict.fromkeys([*table["roi"], *table["category"]]))
     return HumanData(
         kind="table",
@@ -319,7 +323,7 @@ def human_from_maps(
 
     def read(path: Path) -> Any:
         if path not in cache:
-            item = hm.load_human_map(path)
+            item = load_human_map(path)
             spatial_ndim = 3 if item.kind == "volume" else 1
             if item.data.ndim != spatial_ndim:
                 raise TopoInputError(
@@ -409,7 +413,7 @@ def _target_parcels(
     label is one parcel (``name:label``).
     """
     if parcels_dir is not None:
-        parcels = hm.load_parcels(parcels_dir, include=[target], split_labels=True)
+        parcels = load_parcels(parcels_dir, include=[target], split_labels=True)
         atlas = [n for n in parcels if ":" in n.rsplit("/", 1)[-1]]
         single = {n: p for n, p in parcels.items() if n not in atlas}
         if single and atlas:
@@ -423,13 +427,13 @@ def _target_parcels(
     if not mask.any():
         raise TopoInputError(f"contrast map of '{target}' has no finite non-zero value")
     name = f"{target}/whole map"
-    return {name: hm.HumanMap(mask, reference.kind, reference.affine, reference.path, name)}
+    return {name: HumanMap(mask, reference.kind, reference.affine, reference.path, name)}
 
 
 def _aligned(item: Any, parcel: Any, resample: bool, cache: dict) -> Any:
     key = (id(item), parcel.shape, None if parcel.affine is None else parcel.affine.tobytes())
     if key not in cache:
-        cache[key] = hm.check_alignment(item, parcel, resample)
+        cache[key] = check_alignment(item, parcel, resample)
     return cache[key]
 
 
@@ -456,13 +460,13 @@ def _target_profile(
         if split:
             even = _aligned(maps.contrast["even"], parcel, resample, cache)
             odd = _aligned(maps.contrast["odd"], parcel, resample, cache)
-            froi_even = hm.define_froi(even, parcel, top_percent)
-            froi_odd = hm.define_froi(odd, parcel, top_percent)
+            froi_even = define_froi(even, parcel, top_percent)
+            froi_odd = define_froi(odd, parcel, top_percent)
             dice_rows.append(
                 (target, name, int(froi_even.sum()), int(froi_odd.sum()), dice(froi_even, froi_odd))
             )
             if split_conditions:
-                table = hm.split_half_froi_responses(
+                table = split_half_froi_responses(
                     even,
                     odd,
                     {
@@ -482,7 +486,7 @@ def _target_profile(
         whole = maps.contrast.get(None)
         if whole is not None and whole_conditions:
             contrast = _aligned(whole, parcel, resample, cache)
-            froi = hm.define_froi(contrast, parcel, top_percent)
+            froi = define_froi(contrast, parcel, top_percent)
             for condition in whole_conditions:
                 values = _aligned(maps.conditions[condition][None], parcel, resample, cache).data
                 inside = values[froi]
@@ -538,21 +542,21 @@ def _human_spatial(
     seed: int,
 ) -> HumanSpatial:
     """FDR threshold (nilearn), islands with Moran's I, and (volumes) nilearn's cluster table."""
-    _, threshold = hm.threshold_human_map(item, alpha=q, height_control="fdr", mesh=mesh)
+    _, threshold = threshold_human_map(item, alpha=q, height_control="fdr", mesh=mesh)
     values = item.data
     n_elements = int(np.count_nonzero(np.isfinite(values) & (values != 0)))
     volume = item.kind == "volume"
     if not math.isfinite(threshold):
-        islands = pd.DataFrame(columns=hm.ISLAND_COLUMNS)
+        islands = pd.DataFrame(columns=ISLAND_COLUMNS)
     elif volume:
-        islands = hm.volume_islands_morans_i(item, threshold, min_size, permutations, seed)
+        islands = volume_islands_morans_i(item, threshold, min_size, permutations, seed)
     else:
-        islands = hm.surface_islands_morans_i(
+        islands = surface_islands_morans_i(
             item, mesh[1], threshold, min_size, permutations, seed
         )
     cluster_table = None
     if volume and math.isfinite(threshold):
-        cluster_table = hm.human_cluster_table(item, threshold, cluster_threshold=min_size)
+        cluster_table = human_cluster_table(item, threshold, cluster_threshold=min_size)
     element_size = float(abs(np.linalg.det(item.affine[:3, :3]))) if volume else None
     return HumanSpatial(
         islands=islands,

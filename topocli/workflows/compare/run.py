@@ -11,7 +11,7 @@ Inputs
       a folder whose model is the non-topographic control (name ``minilm-control``, or adaptor
       mode without a trained checkpoint) is the *control* of the trained ones.
     * The human side, either a table of fROI responses
-      (:func:`topocli.human.maps.load_human_profiles`:
+      (:func:`topocli.human.profiles.load_human_profiles`:
       the EMFL format or ``roi, condition, mean, sem, n[, category]``) or maps
       (``--human-maps [KEY=]PATH ...``: contrast t/z maps and per-condition beta maps, NIfTI,
       GIFTI or MGZ, optionally split into even/odd halves, with ``--parcels`` a folder of parcel
@@ -28,7 +28,7 @@ Human maps
     ``tom.even``). A key is a human condition (a per-condition response map) or a human fROI /
     parcel category (the contrast map that defines it), optionally followed by ``.even`` or
     ``.odd``. With both halves of the contrast and of the condition maps the fROIs are
-    cross-validated exactly as on the sheet (:func:`topocli.human.maps.split_half_froi_responses`)
+    cross-validated exactly as on the sheet (:func:`topocli.human.froi.split_half_froi_responses`)
     and their split-half Dice is the human reliability; with whole maps only, the fROI is defined
     and read on the same data (said in the report). With ``--parcels`` the search regions of a
     category are the parcels under ``PARCELS/<category>/`` (or the parcel named so); without,
