@@ -40,7 +40,7 @@ def overhead(model_spec: str, n: int, batch_size: int, repeats: int) -> dict:
     import torch
 
     from topocli.activations.extraction import batch_order, extract, prepare_batch
-    from topocli.models.checkpoint import resolve_model
+    from topocli.models.registry import resolve_model
     from topocli.stats.suffstats import SufficientStats
     from topocli.stimuli.stimulus_set import load_stimulus_set
 
@@ -82,7 +82,7 @@ def rss_child(model_spec: str, n: int, batch_size: int) -> None:
     import resource
 
     from topocli.activations.extraction import extract
-    from topocli.models.checkpoint import resolve_model
+    from topocli.models.registry import resolve_model
     from topocli.stimuli.stimulus_set import load_stimulus_set
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,7 +11,7 @@ import time
 import torch
 
 from topocli.activations.extraction import prepare_batch
-from topocli.models.checkpoint import CONTROL_MODEL, resolve_model
+from topocli.models.registry import CONTROL_MODEL, resolve_model
 from topocli.stimuli.stimulus_set import load_stimulus_set
 from topocli.training.distillation import task_loss
 from topocli.training.loop import trainable_setup

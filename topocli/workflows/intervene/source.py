@@ -174,7 +174,8 @@ def cluster_members(source: SourceResults, contrast: str, cluster: int) -> tuple
 
 def model_spec_from_manifest(manifest: dict) -> str | None:
     """What ``--model`` the results folder was made with (for reloading it)."""
-    from topocli.models.checkpoint import CONTROL_MODEL, DEFAULT_MODEL, EMBEDDED_BASE
+    from topocli.models.backbones import EMBEDDED_BASE
+    from topocli.models.registry import CONTROL_MODEL, DEFAULT_MODEL
 
     ident = (manifest.get("extra") or {}).get("model") or {}
     if ident.get("name") in (DEFAULT_MODEL, CONTROL_MODEL):

@@ -64,8 +64,9 @@ def run_train(
     out_console,
 ) -> Path:
     """The ``topo train`` command: build or resume, train, evaluate on held-out text, report."""
-    from topocli.models.checkpoint import CONTROL_MODEL, is_checkpoint, load_checkpoint
+    from topocli.models.checkpoint import is_checkpoint, load_checkpoint
     from topocli.models.devices import resolve_device
+    from topocli.models.registry import CONTROL_MODEL
     from topocli.stimuli.stimulus_set import load_stimulus_set
     from topocli.training.spatial_loss import correlation_vs_distance
 

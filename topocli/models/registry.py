@@ -1,0 +1,52 @@
+"""What ``--model`` accepts: the packaged defaults, checkpoints, model folders, cached hub ids.
+
+:func:`resolve_model` turns the option into a :class:`~topocli.models.topo_model.TopoModel`: the
+embedded default (``minilm``: the trained topographic MiniLM shipped in the package),
+``minilm-control`` (the same backbone with identity adaptors: the non-topographic control), a
+checkpoint folder, a Hugging Face model folder, or a hub id found in the local cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from topocli.models.backbones import EMBEDDED_BASE, embedded_base_path
+from topocli.models.checkpoint import is_checkpoint, load_checkpoint
+from topocli.models.topo_model import TopoModel, build_topo_model
+
+DEFAULT_MODEL = "minilm"
+
+
+CONTROL_MODEL = "minilm-control"
+
+
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "data" / "minilm-topo"
+
+
+def resolve_model(
+    spec: str | Path | None = None,
+    dtype: torch.dtype = torch.float32,
+    trust_remote_code: bool = False,
+    **build_options,
+) -> TopoModel:
+    """Turn ``--model`` into a TopoModel (see the module docstring for what it accepts)."""
+    spec = DEFAULT_MODEL if spec in (None, "") else str(spec)
+    if spec == DEFAULT_MODEL:
+        if is_checkpoint(SHIPPED_DIR):
+            model = load_checkpoint(SHIPPED_DIR, dtype)
+            model.source["name"] = DEFAULT_MODEL
+            return model
+        # the trained default is not built into this install yet: say so, use the control
+        spec = CONTROL_MODEL
+    if spec == CONTROL_MODEL:
+        options = {"mode": "adaptor", "adaptor_noise": 0.0, **build_options}
+        model = build_topo_model(embedded_base_path(), dtype=dtype, **options)
+        model.source["base_model"] = EMBEDDED_BASE
+        model.source["name"] = CONTROL_MODEL
+        return model
+    if is_checkpoint(spec):
+        return load_checkpoint(spec, dtype, trust_remote_code)
+    options = {"mode": "direct", **build_options}
+    return build_topo_model(spec, dtype=dtype, trust_remote_code=trust_remote_code, **options)
