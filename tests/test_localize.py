@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fakes import feed_activations, forbid_model
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
@@ -36,28 +37,6 @@ def _stim_set(counts: dict[str, int]) -> StimulusSet:
         for i in range(n)
     ]
     return StimulusSet(Path("synthetic"), stimuli, list(counts))
-
-
-def _feed(monkeypatch, acts: np.ndarray, batch: int = 7) -> None:
-    """Replace the model pass: extraction streams ``acts`` (rows = stimuli) in batches."""
-
-    def fake_iter(
-        model, stim_set, batch_size=32, pooling="mean", with_final=False, progress=None, shard=True
-    ):
-        assert len(stim_set) == acts.shape[0]
-        order = np.random.default_rng(0).permutation(acts.shape[0])  # any order must do
-        for s in range(0, order.size, batch):
-            rows = order[s : s + batch]
-            yield rows, torch.from_numpy(acts[rows].astype(np.float32)), None
-
-    monkeypatch.setattr(extraction, "iter_activations", fake_iter)
-
-
-def _forbid_model(monkeypatch) -> None:
-    def boom(*args, **kwargs):
-        raise AssertionError("the model ran although the input was bad")
-
-    monkeypatch.setattr(extraction, "iter_activations", boom)
 
 
 def _fake_model(sheet: Sheet) -> SimpleNamespace:
@@ -94,7 +73,7 @@ def test_planted_blob_is_the_significant_cluster_and_profile_peaks_on_held_out(m
     acts = rng.normal(size=(len(stim), sheet.n_units))
     is_face = stim.condition_index() == 0
     acts[np.ix_(is_face, blob)] += 2.0
-    _feed(monkeypatch, acts)
+    feed_activations(monkeypatch, acts)
     res = localize(
         _fake_model(sheet),
         stim,
@@ -129,7 +108,7 @@ def test_weighted_contrast_and_two_sided_negative_cluster(monkeypatch):
     rng = np.random.default_rng(4)
     acts = rng.normal(size=(len(stim), sheet.n_units))
     acts[np.ix_(stim.condition_index() == 0, blob)] -= 2.5  # math responds *less*
-    _feed(monkeypatch, acts)
+    feed_activations(monkeypatch, acts)
     weights = {"math": 1.0, "belief": -0.5, "photo": -0.5}
     res = localize(
         _fake_model(sheet),
@@ -143,7 +122,7 @@ def test_weighted_contrast_and_two_sided_negative_cluster(monkeypatch):
     assert c.clusters.iloc[0]["sign"] == -1 and c.clusters.iloc[0]["peak_t"] < 0
     assert np.isnan(c.clusters.iloc[0]["moran_p"])  # no permutations asked
     # one-sided 'greater' finds nothing where the effect is negative
-    _feed(monkeypatch, acts)
+    feed_activations(monkeypatch, acts)
     res = localize(_fake_model(sheet), stim, {"md": weights}, permutations=0, use_cache=False)
     assert res.contrasts[0].n_clusters == 0 and not res.contrasts[0].significant[blob].any()
 
@@ -158,7 +137,7 @@ def test_anova_equals_f_oneway_and_finds_preferred_condition(monkeypatch):
     pref = np.arange(sheet.n_units) % 3
     acts += 3.0 * (cond[:, None] == pref[None, :])
     acts = acts.astype(np.float32).astype(np.float64)  # what the extraction streams
-    _feed(monkeypatch, acts)
+    feed_activations(monkeypatch, acts)
     res = localize(
         _fake_model(sheet),
         stim,
@@ -205,7 +184,7 @@ def test_zero_variance_units_get_nan_t_and_are_never_significant(monkeypatch, tm
     acts[:, 0] = 0.0  # dead unit
     acts[:, 1] = np.float32(0.7)  # constant, not exactly representable: rounding in the mean
     acts[:, 2] = np.where(is_a, 1.0, 0.0)  # constant within each condition, different means
-    _feed(monkeypatch, acts)
+    feed_activations(monkeypatch, acts)
     res = localize(
         _fake_model(sheet),
         stim,
@@ -386,7 +365,7 @@ def test_smoothing_is_per_stimulus_before_statistics_and_reuses_the_raw_cache(
     ],
 )
 def test_bad_input_fails_in_one_line_before_the_model_runs(monkeypatch, contrasts, kwargs, message):
-    _forbid_model(monkeypatch)
+    forbid_model(monkeypatch)
     sheet = Sheet.build([AreaSpec("a", 16)], "tiled")
     stim = _stim_set({"alpha": 4, "beta": 4})
     with pytest.raises(TopoInputError, match=message) as info:
@@ -395,7 +374,7 @@ def test_bad_input_fails_in_one_line_before_the_model_runs(monkeypatch, contrast
 
 
 def test_too_few_stimuli_per_split_and_across_areas_on_tiled(monkeypatch):
-    _forbid_model(monkeypatch)
+    forbid_model(monkeypatch)
     sheet = Sheet.build([AreaSpec("a", 16), AreaSpec("b", 16)], "tiled")
     contrast = {"x": {"alpha": 1, "beta": -1}}
     with pytest.raises(TopoInputError, match="'beta' has 1 stimuli in the odd split"):

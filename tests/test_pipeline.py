@@ -18,43 +18,14 @@ from topocli.reporting.reader import read_results
 from topocli.stats.suffstats import SufficientStats
 
 
-def _localize(model: Path, stimuli: Path, out: Path) -> list[str]:
-    return [
-        "localize",
-        "--model",
-        str(model),
-        "--stimuli",
-        str(stimuli),
-        "--contrast",
-        "alpha>beta",
-        "--fwhm-mm",  # the same analysis as the screen's: no smoothing (the TOML default is 8)
-        "0",
-        "--permutations",
-        "0",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--out",
-        str(out),
-    ]
-
-
-def _screen(model: Path, stimuli: Path, out: Path) -> list[str]:
-    return [
-        "screen",
-        "--model",
-        str(model),
-        "--stimuli",
-        str(stimuli),
-        "--no-builtin-known",
-        "--permutations",
-        "0",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--out",
-        str(out),
-    ]
+def _argv(command: str, model: Path, stimuli: Path, out: Path) -> list[str]:
+    own = {
+        # the same analysis as the screen's: no smoothing (the localizer TOML's default is 8 mm)
+        "localize": ["--contrast", "alpha>beta", "--fwhm-mm", "0"],
+        "screen": ["--no-builtin-known"],
+    }[command]
+    common = ["--permutations", "0", "--device", "cpu", "--quiet", "--out", str(out)]
+    return [command, "--model", str(model), "--stimuli", str(stimuli), *own, *common]
 
 
 def _entries() -> set[str]:
@@ -68,12 +39,11 @@ def test_localize_and_screen_share_statistics_cache_key_and_cache(
 ):
     monkeypatch.setenv("TOPO_CACHE_DIR", str(tmp_path / "cache"))
     model, stimuli = tiny_model_dir("bert"), stimulus_dirs["text"]
-    commands = {"localize": _localize, "screen": _screen}
     order = [first, "screen" if first == "localize" else "localize"]
     folders = {}
     for name in order:
         folders[name] = tmp_path / name
-        assert main(commands[name](model, stimuli, folders[name])) == 0, capsys.readouterr().err
+        assert main(_argv(name, model, stimuli, folders[name])) == 0, capsys.readouterr().err
         if name == first:
             written = _entries()
             assert len(written) == 1  # one cache entry, written by the first command

@@ -9,11 +9,10 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from fakes import feed_activations, forbid_model
 from scipy import stats as sps
 from sklearn.metrics import adjusted_rand_score
 
-from topocli.activations import extraction
 from topocli.activations.extraction import extract
 from topocli.activations.source import ActivationSource
 from topocli.cli import main
@@ -38,31 +37,6 @@ def _stim_set(counts: dict[str, int], root: str = "synthetic") -> StimulusSet:
         for i in range(n)
     ]
     return StimulusSet(Path(root), stimuli, list(counts))
-
-
-def _feed(monkeypatch, acts: np.ndarray, final: np.ndarray | None = None, batch: int = 7):
-    """Replace the model pass: extraction streams ``acts`` (rows = stimuli) in batches."""
-
-    def fake_iter(
-        model, stim_set, batch_size=32, pooling="mean", with_final=False, progress=None, shard=True
-    ):
-        assert len(stim_set) == acts.shape[0]
-        order = np.random.default_rng(0).permutation(acts.shape[0])  # any order must do
-        for s in range(0, order.size, batch):
-            rows = order[s : s + batch]
-            fin = None
-            if with_final and final is not None:
-                fin = torch.from_numpy(final[rows].astype(np.float32))
-            yield rows, torch.from_numpy(acts[rows].astype(np.float32)), fin
-
-    monkeypatch.setattr(extraction, "iter_activations", fake_iter)
-
-
-def _forbid_model(monkeypatch) -> None:
-    def boom(*args, **kwargs):
-        raise AssertionError("the model ran although the input was bad")
-
-    monkeypatch.setattr(extraction, "iter_activations", boom)
 
 
 def _sheet() -> Sheet:
@@ -102,7 +76,7 @@ def test_planted_category_clusters_are_found_and_ranked_by_novelty(monkeypatch):
     }
     x, _ = _planted(sheet, blobs, 24)
     stim_set = _stim_set(dict.fromkeys(blobs, 24))
-    _feed(monkeypatch, x)
+    feed_activations(monkeypatch, x)
     # a known localizer overlapping the apples blob (and a bit more), nothing near the others
     known_mask = blobs["apples"] | _blob(sheet, 3, 9, 6, 2)
     known = [KnownMap("language", "test", known_mask)]
@@ -178,7 +152,7 @@ def test_fast_path_equals_a_per_category_scipy_loop(monkeypatch, mode):
     base = _stim_set({"pool": base_n}, "pool") if base_n else None
     g = cats.condition_index()
     g = np.concatenate([g, np.full(base_n, len(counts))])
-    _feed(monkeypatch, x)
+    feed_activations(monkeypatch, x)
     res = screen(SimpleNamespace(sheet=sheet), cats, base, _opts(permutations=0), [])
     xd = x.astype(np.float64)
     for c in res.categories:
@@ -278,7 +252,7 @@ def test_discovery_through_the_float16_cache_matches_memory(monkeypatch):
     sheet = _sheet()
     x, truth, emb, _ = _pool(sheet, n_groups=3, seed=4)
     stim_set = _stim_set({"pool": truth.size})
-    _feed(monkeypatch, x, emb)
+    feed_activations(monkeypatch, x, emb)
     model = SimpleNamespace(sheet=sheet)
     mem = extract(model, stim_set, use_cache=False, with_final=True, keep_activations=True)
     disk = extract(
@@ -298,7 +272,7 @@ def test_discover_screen_end_to_end(monkeypatch):
     sheet = _sheet()
     x, truth, emb, blobs = _pool(sheet, seed=2)
     pool = _stim_set({"pool": truth.size}, "pool")
-    _feed(monkeypatch, x, emb)
+    feed_activations(monkeypatch, x, emb)
     res = discover_screen(SimpleNamespace(sheet=sheet), pool, _opts(min_size=10, max_size=60))
     assert res.mode == "discover"
     labels = np.array([res.conditions.index(s.condition) for s in res.stim_set])
@@ -341,7 +315,7 @@ def _one_line_error(capsys, argv, message):
 
 
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
-    _forbid_model(monkeypatch)
+    forbid_model(monkeypatch)
     root = tmp_path / "cats"
     _write_text(root / "animals", 10, "animal")
     _write_text(root / "tools", 3, "tool")

@@ -10,10 +10,50 @@ exact zero variance, so its t is NaN and it is never significant.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import pandas as pd
 
 from topocli.stats.contrasts import bh_fdr, contrast_d, contrast_t
 from topocli.stats.suffstats import SufficientStats, chan_merge
+
+
+@dataclass
+class ContrastMap:
+    """A contrast's maps on the sheet (one value per unit) and its clusters.
+
+    Attributes
+    ----------
+    t, df, p, q, d : ndarray [U]
+        Welch t, Welch-Satterthwaite df, p, BH q and Cohen's d per unit.
+    significant : ndarray of bool [U]
+    labels : ndarray of int [U]
+        Cluster per unit (0: none).
+    clusters : DataFrame
+        The cluster table (with island Moran's I).
+    moran_mean : float
+        Mean island Moran's I (NaN without islands).
+    """
+
+    t: np.ndarray
+    df: np.ndarray
+    p: np.ndarray
+    q: np.ndarray
+    d: np.ndarray
+    significant: np.ndarray
+    labels: np.ndarray
+    clusters: pd.DataFrame
+    moran_mean: float
+
+    @property
+    def n_significant(self) -> int:
+        return int(np.count_nonzero(self.significant))
+
+    @property
+    def n_clusters(self) -> int:
+        return len(self.clusters)
+
 
 # a condition's responses count as constant when their SD is below this fraction of |mean|
 # (float64 rounding of a constant float32 input is ~1e-16 relative; real variation >= ~1e-7)

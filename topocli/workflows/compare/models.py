@@ -19,16 +19,11 @@ import pandas as pd
 
 from topocli.errors import TopoInputError
 from topocli.reporting.reader import Results, read_results
+from topocli.stats.froi import PROFILE_COLUMNS
 
 CONTROL_NAMES = ("minilm-control",)
-MODEL_PROFILE_COLUMNS = (
-    "froi",
-    "contrast",
-    "area",
-    "condition",
-    "split_direction",
-    "response_mean",
-)
+# the columns compare needs of a profiles.csv: the fROI, the condition and the held-out response
+MODEL_PROFILE_COLUMNS = tuple(PROFILE_COLUMNS[: PROFILE_COLUMNS.index("response_mean") + 1])
 MODEL_CLUSTER_COLUMNS = ("contrast", "n_units", "moran_i")
 MODEL_DICE_COLUMNS = ("froi", "dice")
 

@@ -39,7 +39,7 @@ from topocli.activations.extraction import check_pooling
 from topocli.errors import TopoInputError
 from topocli.sheet import Sheet
 from topocli.stats.clusters import clusters_with_moran
-from topocli.stats.maps import condition_moments, contrast_maps, split_moments
+from topocli.stats.maps import ContrastMap, condition_moments, contrast_maps, split_moments
 from topocli.stats.suffstats import SufficientStats
 from topocli.stats.validation import check_map_options
 from topocli.stimuli.localizers import LocalizerSpec, resolve_contrasts, resolve_localizer
@@ -59,33 +59,16 @@ DEFAULTS: dict[str, Any] = {
 
 
 @dataclass
-class ContrastResult:
+class ContrastResult(ContrastMap):
     """Maps and tables of one contrast (arrays are per sheet unit)."""
 
     name: str
     weights: dict[str, float]
-    t: np.ndarray
-    df: np.ndarray
-    p: np.ndarray
-    q: np.ndarray
-    d: np.ndarray
-    significant: np.ndarray
-    labels: np.ndarray
-    clusters: pd.DataFrame
-    moran_mean: float
     moran_sem: float
     t_split: np.ndarray
     profiles: pd.DataFrame
     dice: pd.DataFrame
     alternative: str = "greater"
-
-    @property
-    def n_significant(self) -> int:
-        return int(self.significant.sum())
-
-    @property
-    def n_clusters(self) -> int:
-        return len(self.clusters)
 
     @property
     def peak_t(self) -> float:

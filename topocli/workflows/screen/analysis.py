@@ -21,7 +21,7 @@ from topocli.activations.source import IN_MEMORY_BYTES, ActivationSource, projec
 from topocli.errors import TopoInputError
 from topocli.sheet import Sheet
 from topocli.stats.clusters import clusters_with_moran
-from topocli.stats.maps import merge_splits, significance, split_stats
+from topocli.stats.maps import ContrastMap, merge_splits, significance, split_stats
 from topocli.stats.suffstats import SufficientStats
 from topocli.stimuli.stimulus_set import StimulusSet
 from topocli.workflows.screen.discovery import Discovery
@@ -108,21 +108,12 @@ class ScreenOptions:
 
 
 @dataclass
-class CategoryResult:
+class CategoryResult(ContrastMap):
     """Maps and numbers of one screened category (arrays are per sheet unit)."""
 
     name: str
     n_stimuli: int
     reference: str
-    t: np.ndarray
-    df: np.ndarray
-    p: np.ndarray
-    q: np.ndarray
-    d: np.ndarray
-    significant: np.ndarray
-    labels: np.ndarray
-    clusters: pd.DataFrame
-    moran_mean: float
     t_split: np.ndarray
     vs_baseline: dict[str, np.ndarray] | None = None
     heldout_effect: float = float("nan")
@@ -133,14 +124,6 @@ class CategoryResult:
     exemplar_rows: list[int] = field(default_factory=list)
     exemplar_scores: list[float] = field(default_factory=list)
     exemplar_units: str = ""
-
-    @property
-    def n_significant(self) -> int:
-        return int(np.count_nonzero(self.significant))
-
-    @property
-    def n_clusters(self) -> int:
-        return len(self.clusters)
 
     @property
     def peak_t(self) -> float:
