@@ -61,3 +61,19 @@ def test_out_that_exists_and_is_not_empty(tiny_model_dir, tmp_path, capsys):
     code, _, err = run(["info", str(tiny_model_dir("bert")), "--out", str(out)], capsys)
     assert code == 2 and "not empty" in err
     assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_help_imports_neither_torch_nor_transformers():
+    """``topo --help`` and usage errors stay fast: the heavy libraries load only with a model."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from topocli.cli import main\n"
+        "main(['--help'])\n"
+        "main(['localize', '--help'])\n"
+        "print('heavy:', sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "heavy: []" in run.stdout

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from topocli.cli.context import Context, err, quiet_libraries
+from topocli.cli.context import Context, err, offline_environment
 from topocli.cli.context import out as _out
 from topocli.cli.options import (
     AcrossAreasOpt,
@@ -520,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    quiet_libraries()
+    offline_environment()
     command = typer.main.get_command(app)
     try:
         command.main(args=argv, prog_name="topo", standalone_mode=False)

@@ -93,15 +93,17 @@ class Context:
         return self.out if self.out is not None else Path(default)
 
 
-def quiet_libraries() -> None:
-    """Offline and quiet: no hub access, no transformers progress bars or warnings."""
+def offline_environment() -> None:
+    """No hub access ever; set before anything imports huggingface_hub or transformers."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        import transformers
 
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-    except ImportError:
-        pass
+
+def quiet_transformers() -> None:
+    """No transformers progress bars or warnings on the terminal (imported only when a command
+    loads a model: importing transformers costs about a second, ``--help`` never pays it)."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()

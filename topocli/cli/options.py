@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from topocli.cli.context import Context
+from topocli.cli.context import Context, quiet_transformers
 
 ModelOpt = Annotated[
     str | None,
@@ -110,7 +110,9 @@ def shared_options(*, model: bool = True, seed: bool = True, **defaults: Any):
         def wrapper(**kwargs):
             given = {name: kwargs.pop(name) for name in names}
             given.pop("debug")
-            if not model:
+            if model:
+                quiet_transformers()
+            else:
                 given.setdefault("device", "cpu")
             return command(Context(**given), **kwargs)
 
