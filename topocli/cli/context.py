@@ -31,6 +31,8 @@ class Context:
         overwrite=False,
         quiet=False,
         trust_remote_code=False,
+        allow_pickle=False,
+        allow_outside=False,
     ):
         self.model_spec = model
         self.device_name = device
@@ -41,6 +43,8 @@ class Context:
         self.overwrite = overwrite
         self.quiet = quiet
         self.trust_remote_code = trust_remote_code
+        self.allow_pickle = allow_pickle
+        self.allow_outside = allow_outside
 
     def load_model(self, **build_options):
         """Seed everything, resolve ``--model`` offline and move it to ``--device``."""

@@ -3,7 +3,8 @@
 A command that loads a model is declared with :func:`shared_options`: it writes only its own
 options and receives a :class:`~topocli.cli.context.Context` as its first parameter; the shared
 ones (``--model``, ``--device``, ``--dtype``, ``--batch-size``, ``--seed``, ``--out``,
-``--overwrite``, ``--debug``, ``--quiet``, ``--trust-remote-code``) are appended to its signature
+``--overwrite``, ``--debug``, ``--quiet``, ``--trust-remote-code``, ``--allow-pickle``,
+``--allow-outside``) are appended to its signature
 for Typer, with the defaults the command asks for.
 """
 
@@ -38,6 +39,20 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars 
 TrustOpt = Annotated[
     bool, typer.Option(help="Allow a model's own Python code to run (only if you trust it).")
 ]
+AllowPickleOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Accept model weights stored as pickle (.bin / .pt) instead of safetensors; they "
+        "are loaded with torch.load(weights_only=True) and the manifest says so."
+    ),
+]
+AllowOutsideOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Let a stimulus CSV manifest name files outside its own folder (absolute paths "
+        "or '..')."
+    ),
+]
 
 # the options of a sheet-map analysis (localize and screen); the defaults are the command's
 QOpt = Annotated[float | None, typer.Option("--q", help="BH-FDR threshold in (0, 1).")]
@@ -71,6 +86,8 @@ _MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {
     "debug": (DebugOpt, False),
     "quiet": (QuietOpt, False),
     "trust_remote_code": (TrustOpt, False),
+    "allow_pickle": (AllowPickleOpt, False),
+    "allow_outside": (AllowOutsideOpt, False),
 }
 _OUTPUT_OPTIONS = ("seed", "out", "overwrite", "debug", "quiet")
 
@@ -82,7 +99,8 @@ def shared_options(*, model: bool = True, seed: bool = True, **defaults: Any):
     ----------
     model : bool
         The command loads a model (adds ``--model``, ``--device``, ``--dtype``,
-        ``--batch-size``, ``--trust-remote-code``); otherwise only the output options.
+        ``--batch-size``, ``--trust-remote-code``, ``--allow-pickle``, ``--allow-outside``);
+        otherwise only the output options.
     seed : bool
         Add ``--seed`` (with ``model=False``).
     **defaults
