@@ -1,4 +1,4 @@
-"""Stand-ins for the model pass, so statistics tests feed planted activations to the pipeline."""
+"""Test helpers: stand-ins for the model pass, and the bad-input assertion every command shares."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from topocli.activations import extraction
+from topocli.cli import main
 
 
 def feed_activations(monkeypatch, acts: np.ndarray, final: np.ndarray | None = None, batch=7):
@@ -33,3 +34,16 @@ def forbid_model(monkeypatch) -> None:
         raise AssertionError("the model ran although the input was bad")
 
     monkeypatch.setattr(extraction, "iter_activations", boom)
+
+
+def refused(capsys, argv: list[str], *needles: str) -> str:
+    """Run ``topo argv``: exit 2, one line on stderr holding every needle, no traceback."""
+    capsys.readouterr()  # what the test's own setup printed is not the command's
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+    return err

@@ -9,22 +9,11 @@ from __future__ import annotations
 import json
 import shutil
 
+from fakes import refused
+
 from topocli.cli import main
 from topocli.models.checkpoint import save_checkpoint
 from topocli.models.topo_model import build_topo_model
-
-
-def _refused(capsys, argv: list[str], *needles: str) -> str:
-    """Run ``topo argv``: exit 2, one line on stderr holding every needle, no traceback."""
-    capsys.readouterr()  # what the test's own setup printed is not the command's
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1, err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 # ---------------------------------------------------------------------- security
@@ -46,9 +35,9 @@ def test_a_checkpoint_cannot_enable_remote_code(tiny_model_dir, tmp_path, capsys
     meta["trust_remote_code"] = True
     (ckpt / "topo.json").write_text(json.dumps(meta))
 
-    _refused(capsys, ["info", str(ckpt)], "--trust-remote-code", "topo.json")
+    refused(capsys, ["info", str(ckpt)], "--trust-remote-code", "topo.json")
     assert not marker.exists()
-    _refused(capsys, ["localize", "--model", str(ckpt), "--out", str(tmp_path / "o")])
+    refused(capsys, ["localize", "--model", str(ckpt), "--out", str(tmp_path / "o")])
     assert not marker.exists() and not (tmp_path / "o").exists()
     # the flag on the command line is the only way in
     capsys.readouterr()
