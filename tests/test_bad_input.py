@@ -44,3 +44,34 @@ def test_a_checkpoint_cannot_enable_remote_code(tiny_model_dir, tmp_path, capsys
     main(["info", str(ckpt), "--trust-remote-code", "--quiet"])
     assert "--trust-remote-code" not in capsys.readouterr().err
     assert marker.exists()
+
+
+# ---------------------------------------------------------------------- usage errors
+USAGE_CASES = {
+    "bare topo": ([], "no command given"),
+    "command typo": (["scren"], "Did you mean 'screen'"),
+    "unknown option": (["localize", "--fwhm", "3"], "--fwhm-mm"),
+    "missing value": (["localize", "--q"], "--q"),
+    "not a number": (["localize", "--q", "abc"], "--q"),
+    "below the minimum": (["localize", "--batch-size", "0"], "--batch-size"),
+    "missing required option": (["compare"], "--model-results"),
+    "missing argument": (["smooth"], "INPUT"),
+}
+
+
+def test_usage_errors_are_one_line_exit_2(capsys, tmp_path):
+    for name, (argv, needle) in USAGE_CASES.items():
+        err = refused(capsys, argv, needle)
+        assert err.startswith("topo: error:"), name
+    assert not any(tmp_path.iterdir())
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip().startswith("topo ")
+
+
+def test_paths_with_rich_markup_are_printed_verbatim(capsys, tmp_path):
+    for parts in (("x[", "y]"), ("data[v2]",), ("[bold]red",)):  # "x[/y]" crashed rich
+        folder = tmp_path.joinpath(*parts, "missing")
+        refused(capsys, ["localize", "--stimuli", str(folder), "-c", "a>b"], str(folder))

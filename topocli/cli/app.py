@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from topocli.cli.context import Context, err, offline_environment
 from topocli.cli.context import out as _out
@@ -46,6 +47,26 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from topocli import __version__
+
+        _out.print(f"topo {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _topo(
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = None,
+) -> None:
+    """In-silico localizer screening on topographic neural networks."""
 
 
 # ---------------------------------------------------------------------- commands
@@ -515,37 +536,48 @@ def compare(
 
 # ---------------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point: maps errors to one line and an exit code."""
-    import click
+    """Console-script entry point: maps errors to one line and an exit code.
 
+    Bad input (``TopoInputError``) and usage errors (unknown command or option, missing or
+    malformed value) are one line on stderr and exit code 2; ``--debug`` shows the traceback.
+    Every message is printed as text, never as rich markup, so a path like ``data[v2]`` shows
+    as it is.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     offline_environment()
     command = typer.main.get_command(app)
+    if not argv:
+        _error(f"no command given; try 'topo --help' (commands: {', '.join(command.commands)})")
+        return 2
     try:
         command.main(args=argv, prog_name="topo", standalone_mode=False)
     except TopoInputError as exc:
         if debug:
             raise
-        err.print(f"[bold red]topo: error:[/] {_one_line(str(exc))}", soft_wrap=True)
+        _error(str(exc))
         return 2
     except NotBuiltError as exc:
-        err.print(f"[bold yellow]topo:[/] {exc}", soft_wrap=True)
+        err.print(f"[bold yellow]topo:[/] {escape(str(exc))}", soft_wrap=True)
         return 1
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        if debug:
-            raise
-        err.print(f"[bold red]topo: error:[/] {_one_line(exc.format_message())}", soft_wrap=True)
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("topo: aborted")
         return 130
+    except typer.TyperException as exc:  # click's usage errors (typer vendors click)
+        if debug:
+            raise
+        _error(exc.format_message() if hasattr(exc, "format_message") else str(exc))
+        return int(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         err.print("topo: interrupted")
         return 130
     return 0
+
+
+def _error(message: str) -> None:
+    err.print(f"[bold red]topo: error:[/] {escape(_one_line(message))}", soft_wrap=True)
 
 
 def _one_line(text: str) -> str:
