@@ -75,3 +75,85 @@ def test_paths_with_rich_markup_are_printed_verbatim(capsys, tmp_path):
     for parts in (("x[", "y]"), ("data[v2]",), ("[bold]red",)):  # "x[/y]" crashed rich
         folder = tmp_path.joinpath(*parts, "missing")
         refused(capsys, ["localize", "--stimuli", str(folder), "-c", "a>b"], str(folder))
+
+
+# ---------------------------------------------------------------------- data loss
+def _maps_folder(tmp_path):
+    import numpy as np
+
+    from topocli.reporting.results import ResultsFolder
+    from topocli.sheet import AreaSpec, Sheet
+
+    sheet = Sheet.build([AreaSpec("a", 40), AreaSpec("b", 30)], "stacked", width=10)
+    src = tmp_path / "loc"
+    with ResultsFolder(src) as rf:
+        rf.write_sheet_nifti("tmap.nii.gz", np.arange(sheet.n_units, dtype=float), sheet, ["c"])
+        rf.write_manifest("localize", {"q": 0.05})
+    return src
+
+
+def _smooth(src, out, *extra):
+    return ["smooth", str(src), "--fwhm-mm", "2", "--out", str(out), "--quiet", *extra]
+
+
+def test_overwrite_never_replaces_a_folder_topo_did_not_write(tmp_path, capsys):
+    src = _maps_folder(tmp_path)
+    cases = {
+        "no manifest": {"thesis.tex": "my thesis"},
+        "someone else's manifest.json": {"manifest.json": '{"name": "my app"}', "a.txt": "x"},
+        "topo's manifest, not topo's format": {
+            "manifest.json": '{"tool": "topo", "format": 99, "command": "x", "outputs": []}'
+        },
+    }
+    for name, files in cases.items():
+        out = tmp_path / name.replace(" ", "_").replace("'", "")
+        out.mkdir()
+        for fname, text in files.items():
+            (out / fname).write_text(text)
+        refused(capsys, _smooth(src, out, "--overwrite"), "refusing to overwrite", str(out))
+        assert {p.name: p.read_text() for p in out.iterdir()} == files, name
+    # a topo folder into which the user put a file of their own
+    out = tmp_path / "smoothed"
+    assert main(_smooth(src, out)) == 0
+    (out / "notes.txt").write_text("mine")
+    refused(capsys, _smooth(src, out, "--overwrite"), "notes.txt", "refusing to overwrite")
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    assert main(_smooth(src, out, "--overwrite")) == 0  # topo's own folder: replaced
+
+
+def test_stale_temp_folders_of_killed_runs_are_removed(tmp_path, capsys):
+    import os
+
+    from topocli.reporting.results import process_tag
+
+    src = _maps_folder(tmp_path)
+    out = tmp_path / "smoothed"
+    dead = tmp_path / ".smoothed.tmp-999999999-12345-abcd"  # a pid no process has
+    live = tmp_path / f".smoothed.tmp-{process_tag()}-efgh"  # this (running) process
+    other = tmp_path / ".smoothed.tmp-notours"  # no tag: not topo's, never touched
+    for folder in (dead, live, other):
+        folder.mkdir()
+        (folder / "half.csv").write_text("x")
+    assert main(_smooth(src, out)) == 0
+    assert not dead.exists() and live.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".smoothed")) == sorted(
+        [live.name, other.name]
+    )
+    assert os.getpid() == int(process_tag().split("-")[0])
+
+
+def test_two_commands_writing_one_folder_at_once(tmp_path, capsys):
+    from topocli.reporting.results import FolderLock
+
+    src = _maps_folder(tmp_path)
+    out = tmp_path / "smoothed"
+    held = FolderLock(out)
+    held.acquire()  # as another running command would
+    try:
+        refused(capsys, _smooth(src, out), "another topo command", "is writing this folder")
+        assert not out.exists()
+    finally:
+        held.release()
+    assert main(_smooth(src, out)) == 0
+    assert not (tmp_path / ".smoothed.lock").exists()

@@ -276,7 +276,7 @@ def replace_folder(tmp: Path, out: Path) -> None:
     if _exchange(tmp, out):
         shutil.rmtree(tmp, ignore_errors=True)
         return
-    aside = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+    aside = temp_sibling(out, "old")
     aside.rmdir()
     os.rename(out, aside)
     try:
@@ -285,6 +285,143 @@ def replace_folder(tmp: Path, out: Path) -> None:
         os.rename(aside, out)
         raise
     shutil.rmtree(aside, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- temp folders and locks
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks (``/proc/PID/stat`` field 22), None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: split after its last ')'
+    return stat[stat.rindex(")") + 2 :].split()[19]
+
+
+def process_tag() -> str:
+    """``PID-STARTTIME`` of this process: names its temp folders, survives pid reuse."""
+    pid = os.getpid()
+    return f"{pid}-{_start_time(pid) or 0}"
+
+
+def tag_is_alive(tag: str) -> bool:
+    """Whether the process that wrote a :func:`process_tag` still runs."""
+    pid, _, start = tag.partition("-")
+    if not pid.isdigit():
+        return True  # not ours: never touch it
+    if not Path("/proc").is_dir():  # no /proc (macOS): ask the kernel whether the pid exists
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    now = _start_time(int(pid))
+    return now is not None and (start in ("0", now))
+
+
+def temp_sibling(out: Path, kind: str) -> Path:
+    """A new hidden folder ``.NAME.KIND-PID-START-RANDOM`` beside ``out``, for this process."""
+    return Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.{kind}-{process_tag()}-"))
+
+
+def remove_stale_siblings(out: Path, kinds: Sequence[str] = ("tmp", "old")) -> list[Path]:
+    """Remove the temp folders beside ``out`` left by killed processes; returns them."""
+    removed = []
+    for kind in kinds:
+        prefix = f".{out.name}.{kind}-"
+        for p in out.parent.glob(f"{glob_escape(prefix)}*"):
+            tag = p.name[len(prefix) :].rsplit("-", 1)[0]
+            if p.is_dir() and not p.is_symlink() and not tag_is_alive(tag):
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob metacharacters escaped."""
+    import glob
+
+    return glob.escape(text)
+
+
+class FolderLock:
+    """An exclusive, non-blocking lock on writing ``out`` (``.NAME.lock`` beside it, flock).
+
+    A second command writing the same folder at the same time is refused in one line instead of
+    racing the first one's rename.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.path = out.parent / f".{out.name}.lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise TopoInputError(
+                    f"another topo command (pid {holder.split('-')[0]}) is writing this folder "
+                    "now; wait for it or choose another --out",
+                    self.path.parent / self.path.name[1:-5],
+                ) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # not a lock file its previous holder just unlinked
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, process_tag().encode(), 0)
+                self.fd = fd
+                return
+            os.close(fd)
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        os.close(self.fd)
+        self.fd = None
+
+
+def foreign_folder_reason(folder: Path) -> str | None:
+    """Why ``folder`` is not a results folder topo wrote (None when it is one).
+
+    topo's own folder has a ``manifest.json`` with ``tool: topo``, the manifest format, the
+    command and a list of outputs with their sha256, and holds no file that list does not name.
+    """
+    mpath = folder / MANIFEST
+    if not mpath.is_file():
+        return "is not a topo results folder (no manifest.json)"
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "has a manifest.json that topo cannot read"
+    outputs = manifest.get("outputs") if isinstance(manifest, dict) else None
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("tool") != "topo"
+        or manifest.get("format") != MANIFEST_FORMAT
+        or not isinstance(manifest.get("command"), str)
+        or not isinstance(outputs, list)
+        or not all(isinstance(r, dict) and {"path", "sha256"} <= set(r) for r in outputs)
+    ):
+        return "has a manifest.json that topo did not write"
+    listed = {str(r["path"]) for r in outputs} | {MANIFEST}
+    for p in folder.rglob("*"):
+        if p.is_file() or p.is_symlink():
+            rel = p.relative_to(folder).as_posix()
+            if rel not in listed:
+                return f"holds {rel}, which topo did not write"
+    return None
 
 
 # ---------------------------------------------------------------------- the results folder
@@ -317,6 +454,7 @@ class ResultsFolder:
         self._created_parents: list[Path] = []
         self._sheet: Any = None
         self._sheet_file: str | None = None
+        self._lock: FolderLock | None = None
         self.committed = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -340,26 +478,43 @@ class ResultsFolder:
             self._remove_created_parents()
             raise TopoInputError("folder is not writable; choose another --out", parent)
         try:
-            tmp = tempfile.mkdtemp(dir=parent, prefix=f".{self.out.name}.tmp-")
+            lock = FolderLock(self.out)
+            lock.acquire()
+            self._lock = lock
+            remove_stale_siblings(self.out)
+            tmp = temp_sibling(self.out, "tmp")
         except OSError as exc:
+            self._release()
             self._remove_created_parents()
             raise TopoInputError(
                 f"cannot write here ({exc.strerror}); choose another --out", parent
             ) from exc
+        except BaseException:
+            self._release()
+            self._remove_created_parents()
+            raise
         os.chmod(tmp, 0o777 & ~_umask())
         self.tmp = Path(tmp)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None:
-            self._discard()
-            return False
         try:
-            self._commit()
-        except BaseException:
-            self._discard()
-            raise
-        return False
+            if exc_type is not None:
+                self._discard()
+                return False
+            try:
+                self._commit()
+            except BaseException:
+                self._discard()
+                raise
+            return False
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _validate(self) -> None:
         out = self.out
@@ -368,12 +523,9 @@ class ResultsFolder:
         if out.is_dir() and any(out.iterdir()):
             if not self.overwrite:
                 raise TopoInputError("exists and is not empty; pass --overwrite", out)
-            if not (out / MANIFEST).is_file():
-                raise TopoInputError(
-                    "exists, is not empty and is not a topo results folder (no manifest.json); "
-                    "refusing to overwrite it",
-                    out,
-                )
+            reason = foreign_folder_reason(out)
+            if reason is not None:
+                raise TopoInputError(f"{reason}; refusing to overwrite it", out)
         if out == Path(out.anchor):
             raise TopoInputError("cannot write results to a filesystem root", out)
 
@@ -381,6 +533,7 @@ class ResultsFolder:
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None
+        self._release()  # the lock file first: it sits in a parent that may be removed
         self._remove_created_parents()
 
     def _remove_created_parents(self) -> None:
