@@ -157,3 +157,40 @@ def test_two_commands_writing_one_folder_at_once(tmp_path, capsys):
         held.release()
     assert main(_smooth(src, out)) == 0
     assert not (tmp_path / ".smoothed.lock").exists()
+
+
+# ---------------------------------------------------------------------- signals
+def test_ctrl_c_during_localize_exits_130_and_leaves_nothing(
+    tiny_model_dir, stimulus_dirs, tmp_path
+):
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from topocli.activations import extraction\n"
+        "def slow(*args, **kwargs):\n"
+        "    print('extracting', flush=True)\n"
+        "    time.sleep(60)\n"
+        "    yield from ()\n"
+        "extraction.iter_activations = slow\n"
+        "from topocli.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    out = tmp_path / "loc"
+    argv = ["localize", "--model", str(tiny_model_dir("bert")), "--stimuli"]
+    argv += [str(stimulus_dirs["text"]), "-c", "alpha>beta", "--no-cache", "-q", "--out", str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().strip() == "extracting"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines[-1].startswith("topo: interrupted") and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no folder, no temp, no lock

@@ -2,6 +2,8 @@
 
 ``TopoInputError`` is bad input from the user: the CLI prints its message on one line and exits
 with code 2. ``NotBuiltError`` marks a feature that does not exist yet: exit code 1, said plainly.
+``TopoInterrupted`` is a command stopped by a signal: one line saying what was kept, exit code
+128 + the signal number (130 for Ctrl-C).
 """
 
 from __future__ import annotations
@@ -15,6 +17,14 @@ class TopoInputError(ValueError):
     def __init__(self, message: str, path: str | Path | None = None) -> None:
         self.path = None if path is None else str(path)
         super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class TopoInterrupted(Exception):
+    """A command stopped by a signal (SIGINT / SIGTERM); the message says what was kept."""
+
+    def __init__(self, message: str, signum: int = 2) -> None:
+        self.signum = int(signum)
+        super().__init__(message)
 
 
 class NotBuiltError(RuntimeError):

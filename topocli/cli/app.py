@@ -30,7 +30,7 @@ from topocli.cli.options import (
     TopPercentOpt,
     shared_options,
 )
-from topocli.errors import NotBuiltError, TopoInputError
+from topocli.errors import NotBuiltError, TopoInputError, TopoInterrupted
 
 __all__ = ["Context", "app", "entry", "main"]
 
@@ -551,7 +551,10 @@ def main(argv: list[str] | None = None) -> int:
         _error(f"no command given; try 'topo --help' (commands: {', '.join(command.commands)})")
         return 2
     try:
-        command.main(args=argv, prog_name="topo", standalone_mode=False)
+        code = command.main(args=argv, prog_name="topo", standalone_mode=False)
+    except TopoInterrupted as exc:
+        err.print(f"topo: interrupted: {escape(_one_line(str(exc)))}", soft_wrap=True)
+        return 128 + exc.signum
     except TopoInputError as exc:
         if debug:
             raise
@@ -571,9 +574,11 @@ def main(argv: list[str] | None = None) -> int:
         _error(exc.format_message() if hasattr(exc, "format_message") else str(exc))
         return int(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
-        err.print("topo: interrupted")
+        code = 130
+    if code == 130:  # typer turns Ctrl-C into exit code 130 and returns it
+        err.print("topo: interrupted; results folders are written whole or not at all: none was")
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def _error(message: str) -> None:
