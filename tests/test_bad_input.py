@@ -194,3 +194,42 @@ def test_ctrl_c_during_localize_exits_130_and_leaves_nothing(
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert lines[-1].startswith("topo: interrupted") and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no folder, no temp, no lock
+
+
+# ---------------------------------------------------------------------- pickle weights
+def _pickle_only_model(tiny_model_dir, tmp_path, name="pickled"):
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path / name
+    shutil.copytree(tiny_model_dir("bert"), folder)
+    state = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    torch.save(state, folder / "pytorch_model.bin")
+    return folder
+
+
+class _Payload:
+    """A pickle that runs code when loaded without weights_only."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickle_weights_need_allow_pickle(tiny_model_dir, tmp_path, capsys):
+    folder = _pickle_only_model(tiny_model_dir, tmp_path)
+    refused(capsys, ["info", str(folder)], "pytorch_model.bin", "--allow-pickle", str(folder))
+    assert main(["info", str(folder), "--allow-pickle", "--quiet"]) == 0
+
+
+def test_a_malicious_pickle_is_one_line_and_never_runs(tiny_model_dir, tmp_path, capsys):
+    import torch
+
+    folder = _pickle_only_model(tiny_model_dir, tmp_path, "evil")
+    marker = tmp_path / "payload-ran"
+    torch.save({"weights": _Payload(marker)}, folder / "pytorch_model.bin")
+    refused(capsys, ["info", str(folder), "--allow-pickle"], "cannot load pickle weights")
+    assert not marker.exists()

@@ -63,6 +63,7 @@ class Context:
                 self.model_spec,
                 dtype=dtype,
                 trust_remote_code=self.trust_remote_code,
+                allow_pickle=self.allow_pickle,
                 **build_options,
             )
         return model.to(device)

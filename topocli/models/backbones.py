@@ -87,8 +87,39 @@ def topo_cache_dir() -> Path:
     return Path(os.environ.get("TOPO_CACHE_DIR", Path.home() / ".cache" / "topo"))
 
 
-def load_backbone(path: Path, dtype: torch.dtype, trust_remote_code: bool = False):
-    """Load config, model and processors from a local folder, strictly offline."""
+SAFE_WEIGHTS = (".safetensors",)
+PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def weights_format(path: Path, allow_pickle: bool = False) -> str:
+    """``"safetensors"``, or ``"pickle"`` when the folder has only pickle weights and
+    ``allow_pickle`` (topo's policy: safetensors only, unless the user asks for more).
+
+    Pickle weights are loaded by transformers with ``torch.load(weights_only=True)``, which
+    refuses arbitrary objects, but a pickle is still code-shaped data from someone else: the
+    user opts in with ``--allow-pickle`` and the manifest records the format.
+    """
+    files = [p for p in path.iterdir() if p.is_file()]
+    if any(p.name.endswith(SAFE_WEIGHTS) for p in files):
+        return "safetensors"
+    pickles = sorted(p.name for p in files if p.name.endswith(PICKLE_WEIGHTS))
+    if pickles and not allow_pickle:
+        raise TopoInputError(
+            f"holds only pickle weights ({pickles[0]}); topo loads safetensors: convert them "
+            "(save_pretrained(..., safe_serialization=True)) or pass --allow-pickle to load them "
+            "with torch.load(weights_only=True)",
+            path,
+        )
+    return "pickle" if pickles else "safetensors"
+
+
+def load_backbone(
+    path: Path, dtype: torch.dtype, trust_remote_code: bool = False, allow_pickle: bool = False
+):
+    """Load config, model and processors from a local folder, strictly offline.
+
+    Returns the model, its processors and the weights' format (see :func:`weights_format`).
+    """
     import transformers as tf
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -103,16 +134,33 @@ def load_backbone(path: Path, dtype: torch.dtype, trust_remote_code: bool = Fals
             ) from exc
         raise TopoInputError(f"cannot read model config ({exc})", path) from exc
     archs = getattr(config, "architectures", None) or []
-    kwargs = dict(local_files_only=True, trust_remote_code=trust_remote_code, dtype=dtype)
+    fmt = weights_format(path, allow_pickle)
+    kwargs = dict(
+        local_files_only=True,
+        trust_remote_code=trust_remote_code,
+        dtype=dtype,
+        use_safetensors=fmt == "safetensors",
+    )
     try:
         if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs):
             model = tf.AutoModelForCausalLM.from_pretrained(path, **kwargs)
         else:
             model = tf.AutoModel.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
-        raise TopoInputError(f"cannot load model weights ({exc})", path) from exc
+        raise TopoInputError(f"cannot load model weights ({_first_line(exc)})", path) from exc
+    except Exception as exc:  # a refused or corrupt pickle raises many types
+        if fmt != "pickle":
+            raise
+        raise TopoInputError(
+            f"cannot load pickle weights ({type(exc).__name__}: {_first_line(exc)})", path
+        ) from exc
     model.eval()
-    return model, load_processors(path, model, trust_remote_code)
+    return model, load_processors(path, model, trust_remote_code), fmt
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_processors(path: Path, model: nn.Module, trust_remote_code: bool = False) -> dict:

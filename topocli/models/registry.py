@@ -29,9 +29,14 @@ def resolve_model(
     spec: str | Path | None = None,
     dtype: torch.dtype = torch.float32,
     trust_remote_code: bool = False,
+    allow_pickle: bool = False,
     **build_options,
 ) -> TopoModel:
-    """Turn ``--model`` into a TopoModel (see the module docstring for what it accepts)."""
+    """Turn ``--model`` into a TopoModel (see the module docstring for what it accepts).
+
+    ``allow_pickle`` lets a model folder with only pickle weights load (see
+    :func:`topocli.models.backbones.weights_format`); checkpoints record safetensors only.
+    """
     spec = DEFAULT_MODEL if spec in (None, "") else str(spec)
     if spec == DEFAULT_MODEL:
         if is_checkpoint(SHIPPED_DIR):
@@ -49,4 +54,10 @@ def resolve_model(
     if is_checkpoint(spec):
         return load_checkpoint(spec, dtype, trust_remote_code)
     options = {"mode": "direct", **build_options}
-    return build_topo_model(spec, dtype=dtype, trust_remote_code=trust_remote_code, **options)
+    return build_topo_model(
+        spec,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        allow_pickle=allow_pickle,
+        **options,
+    )

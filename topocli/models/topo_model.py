@@ -318,10 +318,11 @@ def build_topo_model(
     trust_remote_code: bool = False,
     sheet: Sheet | None = None,
     sheet_source: str | Path | None = None,
+    allow_pickle: bool = False,
 ) -> TopoModel:
     """Load a base model and give it a sheet (new, or a saved one to validate)."""
     path = resolve_base(base)
-    backbone, processors = load_backbone(path, dtype, trust_remote_code)
+    backbone, processors, fmt = load_backbone(path, dtype, trust_remote_code, allow_pickle)
     recordable = recordable_module(backbone)
     blocks = select_blocks(discover_blocks(recordable), areas)
     specs = [AreaSpec(b.name, b.n_units, b.stream) for b in blocks]
@@ -340,6 +341,7 @@ def build_topo_model(
         "adaptor_noise": adaptor_noise if mode == "adaptor" else 0.0,
         "seed": seed,
         "trust_remote_code": trust_remote_code,
+        "weights_format": fmt,
     }
     wrapper_model = backbone if recordable is backbone else EncoderOnly(backbone, recordable)
     return TopoModel(
