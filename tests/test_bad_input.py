@@ -233,3 +233,25 @@ def test_a_malicious_pickle_is_one_line_and_never_runs(tiny_model_dir, tmp_path,
     torch.save({"weights": _Payload(marker)}, folder / "pytorch_model.bin")
     refused(capsys, ["info", str(folder), "--allow-pickle"], "cannot load pickle weights")
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------------- tampered inputs
+def test_a_tampered_sheet_is_refused(tiny_model_dir, tmp_path, capsys):
+    from topocli.sheet import Sheet
+
+    ckpt = save_checkpoint(build_topo_model(tiny_model_dir("bert")), tmp_path / "ckpt")
+    good = Sheet.load(ckpt / "sheet.safetensors")
+    cases = {
+        "every unit at (0, 0)": lambda s: (s.row.fill(0), s.col.fill(0)),
+        "one unit at row 10**7": lambda s: s.row.__setitem__(0, 10**7),
+        "two units swapped into one cell": lambda s: s.col.__setitem__(1, s.col[0]),
+        "a grid of 10**7 rows": lambda s: setattr(s, "grid_shape", (10**7, s.grid_shape[1])),
+    }
+    for name, tamper in cases.items():
+        sheet = Sheet.load(ckpt / "sheet.safetensors")
+        tamper(sheet)
+        sheet.save(ckpt / "sheet.safetensors")
+        err = refused(capsys, ["info", str(ckpt)], "inconsistent sheet", "sheet.safetensors")
+        assert "topo: error:" in err, name
+        good.save(ckpt / "sheet.safetensors")
+    assert main(["info", str(ckpt), "--quiet"]) == 0

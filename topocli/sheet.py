@@ -296,7 +296,58 @@ class Sheet:
         )
         if sheet.n_units != meta["n_units"] or sheet.n_units != sum(a.n_units for a in sheet.areas):
             raise TopoInputError("sheet unit count disagrees with its area table", path)
+        sheet.check_consistent(path)
         return sheet
+
+    def check_consistent(self, source: str | Path | None = None) -> None:
+        """One-line TopoInputError unless the sheet is one :meth:`build` could have made.
+
+        Checks what a damaged or hand-edited sheet file could break: a finite spacing, the grid
+        equal to the bounding box of the areas, each area's box tight around its units, every
+        unit inside its own area's box, no two units in one cell, and a grid no larger than a
+        few cells per unit (so a bad file cannot make later steps allocate without bound).
+        """
+
+        def bad(msg: str) -> TopoInputError:
+            return TopoInputError(f"inconsistent sheet: {msg}", source)
+
+        if self.layout not in LAYOUTS:
+            raise bad(f"unknown layout {self.layout!r}")
+        if not (math.isfinite(self.mm_per_unit) and self.mm_per_unit > 0):
+            raise bad(f"mm per unit must be a finite number > 0, got {self.mm_per_unit}")
+        n = self.n_units
+        if not (self.area.shape == self.row.shape == self.col.shape == (n,)):
+            raise bad("area, row and col arrays differ in length")
+        if not self.areas or n == 0:
+            raise bad("no area or no unit")
+        if self.area.min() < 0 or self.area.max() >= len(self.areas):
+            raise bad("a unit names an area the sheet does not have")
+        counts = np.bincount(self.area, minlength=len(self.areas))
+        for k, a in enumerate(self.areas):
+            if counts[k] != a.n_units:
+                raise bad(f"area {a.name!r} lists {a.n_units} units, the arrays hold {counts[k]}")
+            if min(a.rows, a.cols, a.row0, a.col0) < 0 or a.rows < 1 or a.cols < 1:
+                raise bad(f"area {a.name!r} has a negative or empty box")
+            if not (a.rows - 1) * a.cols < a.n_units <= a.rows * a.cols:
+                raise bad(f"area {a.name!r}: its {a.rows} x {a.cols} box does not fit its units")
+        box = (max(a.row0 + a.rows for a in self.areas), max(a.col0 + a.cols for a in self.areas))
+        if tuple(self.grid_shape) != box:
+            raise bad(f"grid {tuple(self.grid_shape)} is not the areas' bounding box {box}")
+        if box[0] * box[1] > 16 * n + 65536:
+            raise bad(f"grid of {box[0]} x {box[1]} cells for {n} units")
+        a = [self.areas[k] for k in range(len(self.areas))]
+        row0 = np.array([x.row0 for x in a])[self.area]
+        col0 = np.array([x.col0 for x in a])[self.area]
+        rows = np.array([x.rows for x in a])[self.area]
+        cols = np.array([x.cols for x in a])[self.area]
+        inside = (self.row >= row0) & (self.row < row0 + rows)
+        inside &= (self.col >= col0) & (self.col < col0 + cols)
+        if not inside.all():
+            u = int(np.flatnonzero(~inside)[0])
+            raise bad(f"unit {u} at (row {self.row[u]}, col {self.col[u]}) is outside its area")
+        cells = self.row.astype(np.int64) * box[1] + self.col.astype(np.int64)
+        if np.unique(cells).size != n:
+            raise bad("two units share one grid cell")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sheet):
