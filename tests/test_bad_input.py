@@ -255,3 +255,22 @@ def test_a_tampered_sheet_is_refused(tiny_model_dir, tmp_path, capsys):
         assert "topo: error:" in err, name
         good.save(ckpt / "sheet.safetensors")
     assert main(["info", str(ckpt), "--quiet"]) == 0
+
+
+def test_base_weights_swapped_with_size_and_mtime_kept_are_caught(tiny_model_dir, tmp_path, capsys):
+    import os
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir("bert"), base)
+    ckpt = save_checkpoint(build_topo_model(base, mode="adaptor"), tmp_path / "ckpt")
+    assert main(["info", str(ckpt), "--quiet"]) == 0  # the hash is now in the cache
+    weights = base / "model.safetensors"
+    before = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # one byte of the last tensor: still a loadable file, same size
+    with weights.open("r+b") as f:
+        f.write(data)
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert weights.stat().st_size == before.st_size
+    assert weights.stat().st_mtime_ns == before.st_mtime_ns
+    refused(capsys, ["info", str(ckpt)], "weights sha256", "same base weights")

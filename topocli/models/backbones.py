@@ -49,7 +49,12 @@ def resolve_base(spec: str | Path) -> Path:
 
 
 def weights_fingerprint(folder: Path) -> str:
-    """sha256 over the weight files of a model folder (cached by path, size and mtime)."""
+    """sha256 over the weight files of a model folder.
+
+    The hash is cached by path, inode, size, modification and status-change time: a file
+    rewritten in place with its size and modification time restored still changes its ctime
+    (which no user can set), so the cache never stands in for the check.
+    """
     files = sorted(
         p
         for p in folder.iterdir()
@@ -58,7 +63,10 @@ def weights_fingerprint(folder: Path) -> str:
     if not files:
         raise TopoInputError("model folder holds no weight files", folder)
     cache_file = topo_cache_dir() / "fingerprints.json"
-    key = json.dumps([[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files])
+    stats = [(p, p.stat()) for p in files]
+    key = json.dumps(
+        [[str(p.resolve()), s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns] for p, s in stats]
+    )
     try:
         cache = json.loads(cache_file.read_text())
     except (OSError, json.JSONDecodeError):
