@@ -144,6 +144,10 @@ class Results:
             )
 
     # ------------------------------------------------------------------ files
+    def verify(self, names: Sequence[str]) -> None:
+        """Each named file is byte for byte what the command wrote (sha256 in the manifest)."""
+        verify_outputs(self.root, self.manifest, [str(PurePosixPath(n)) for n in names])
+
     def path(self, name: str) -> Path:
         return self.root / name
 
@@ -168,6 +172,7 @@ class Results:
         what = what or name
         if not path.is_file():
             raise TopoInputError(f"has no {name}", self.root)
+        self.verify([name])
         table = _read_csv(path, what)
         table.columns = [str(c).strip() for c in table.columns]
         missing = [c for c in required if c not in table.columns]
@@ -216,7 +221,10 @@ class Results:
         from topocli.sheet import Sheet
 
         path = self.root / "sheet.safetensors"
-        return Sheet.load(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        self.verify(["sheet.safetensors"])
+        return Sheet.load(path)
 
     def t_map(self, contrast: str, n_units: int) -> np.ndarray:
         """A contrast's t per sheet unit from ``units.csv`` (NaN where a unit is missing)."""
@@ -311,9 +319,30 @@ def read_manifest(results_dir: str | Path, verify: bool = False) -> dict[str, An
         f = root / row["path"]
         if not f.is_file():
             raise TopoInputError("listed in manifest.json but missing", f)
-        if verify and sha256_file(f) != row["sha256"]:
-            raise TopoInputError("changed since manifest.json was written", f)
+    if verify:
+        verify_outputs(root, manifest)
     return manifest
+
+
+def verify_outputs(root: Path, manifest: Mapping[str, Any], names: Sequence[str] | None = None):
+    """Re-hash outputs (all, or ``names``) against the manifest; one line for a changed file.
+
+    Raises
+    ------
+    TopoInputError
+        A file's sha256 differs from the one the manifest recorded, or ``names`` holds a file the
+        manifest does not list.
+    """
+    recorded = {str(r["path"]): r.get("sha256") for r in manifest.get("outputs", [])}
+    for name in recorded if names is None else names:
+        f = Path(root) / name
+        if name not in recorded:
+            raise TopoInputError("is not listed in the folder's manifest.json", f)
+        if sha256_file(f) != recorded[name]:
+            raise TopoInputError(
+                "changed since manifest.json was written (its sha256 differs); refusing to use it",
+                f,
+            )
 
 
 def load_sheet_maps(path: str | Path) -> tuple[np.ndarray, list[str], Any]:
@@ -334,7 +363,8 @@ def load_sheet_maps(path: str | Path) -> tuple[np.ndarray, list[str], Any]:
         raise TopoInputError("expected a sheet map file (.nii or .nii.gz), got a folder", p)
     if not p.is_file():
         raise TopoInputError("sheet map file not found", p)
-    read_manifest(results_root(p))
+    root = results_root(p)
+    manifest = read_manifest(root)
     sidecar_path = p.with_name(PurePosixPath(nifti_stem(p.name)).name + ".json")
     if not sidecar_path.is_file():
         raise TopoInputError("no sidecar JSON next to the map; not a topo sheet map", p)
@@ -344,6 +374,9 @@ def load_sheet_maps(path: str | Path) -> tuple[np.ndarray, list[str], Any]:
         names = [str(n) for n in sidecar["maps"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise TopoInputError(f"unreadable sheet map sidecar ({exc})", sidecar_path) from exc
+    files = [p, sidecar_path, p.parent / sheet_file]
+    rels = [f.resolve().relative_to(root.resolve()).as_posix() for f in files]
+    verify_outputs(root, manifest, rels)
     sheet = Sheet.load(p.parent / sheet_file)
     try:
         img = nib.load(str(p))

@@ -389,7 +389,11 @@ def load_localizer(name_or_path: str | Path) -> Localizer:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
-        raise TopoInputError(f"not valid TOML: {exc}", path) from None
+        raise TopoInputError(f"not valid TOML: {' '.join(str(exc).split())}", path) from None
+    except UnicodeDecodeError as exc:
+        raise TopoInputError(
+            f"not UTF-8 text (byte {exc.start}); a localizer definition is a TOML file", path
+        ) from None
     except OSError as exc:
         raise TopoInputError(f"cannot read localizer definition: {exc.strerror}", path) from None
     return _build(data, path.resolve())

@@ -4,7 +4,11 @@ A stimulus set is a folder whose sub-folders are conditions. Inside a condition,
 file contributes one stimulus per non-empty line; image files (PNG, JPEG, ...) and audio files
 (WAV, FLAC) are one stimulus each. A folder with files but no sub-folders is one condition named
 after the folder. A CSV manifest (columns ``condition`` and ``text`` or ``path``, optional
-``split``) lists stimuli explicitly; relative paths resolve against the CSV's folder.
+``split``) lists stimuli explicitly; relative paths resolve against the CSV's folder, and a path
+that ends up outside that folder (``../x.png``, an absolute path, a symlink out) is refused
+unless the caller allows it (``--allow-outside``). A ``path`` to a ``.txt`` file gives one
+stimulus per non-empty line, in file order, like a folder's ``.txt`` files. The same condition
+with the same text or file on two rows is refused.
 
 Splits are deterministic: within each condition, stimuli are ordered (files by name, lines in
 file order) and the i-th stimulus goes to split ``i % 2`` (0 = even, 1 = odd), the
@@ -15,6 +19,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import struct
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +34,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 AUDIO_SUFFIXES = {".wav", ".flac"}
 IGNORED_NAMES = {"README.md", "README.txt", "README", ".DS_Store", "LICENSE"}
 MODALITIES = ("text", "image", "audio")
+# what a decoder raises on a corrupt or truncated file (besides its own error class)
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error)
 
 
 def modality_of(path: Path) -> str:
@@ -159,13 +167,49 @@ class StimulusSet:
             h.update(data)
         return h.hexdigest()
 
+    def referenced_files(self) -> list[Path]:
+        """Every file the stimuli are read from (images, audio, ``.txt``), once each, in order.
+
+        A manifest's text rows read no file; the manifest itself is not listed (see
+        :meth:`input_paths`).
+        """
+        return list(dict.fromkeys(s.path for s in self.stimuli if s.path is not None))
+
+    def input_paths(self) -> list[Path]:
+        """What a results manifest should hash for these stimuli.
+
+        A CSV manifest: the CSV, then every file it references (an edited image changes the
+        record, not only an edited CSV). A folder set: its condition folders (each hashed as a
+        tree), or the root when no stimulus names a file.
+        """
+        root = Path(self.root)
+        if root.is_file():
+            return [root, *self.referenced_files()]
+        parents = [s.path.parent for s in self.stimuli if s.path is not None]
+        return list(dict.fromkeys(parents)) or [root]
+
 
 def _read_text_lines(path: Path) -> list[str]:
     try:
         raw = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise TopoInputError(f"not UTF-8 text (byte {exc.start})", path) from exc
+        raise TopoInputError(f"not UTF-8 text (byte {exc.start})", path) from None
+    except OSError as exc:
+        raise TopoInputError(f"cannot read text file ({exc.strerror or exc})", path) from None
     return [line.strip() for line in raw.splitlines()]
+
+
+def _text_file_stimuli(condition: str, path: Path) -> list[Stimulus]:
+    """One stimulus per non-empty line of a ``.txt`` file; a file without any is an error."""
+    stimuli = [
+        Stimulus(condition, 0, "text", text=line, path=path, line=lineno)
+        for lineno, line in enumerate(_read_text_lines(path), start=1)
+        if line
+    ]
+    if not stimuli:
+        # (worded without "empty" / "no stimuli": callers map those to a whole-set error)
+        raise TopoInputError("text file has no text (every line is blank)", path)
+    return stimuli
 
 
 def _condition_stimuli(condition: str, folder: Path) -> list[Stimulus]:
@@ -178,11 +222,7 @@ def _condition_stimuli(condition: str, folder: Path) -> list[Stimulus]:
     for path in files:
         modality = modality_of(path)
         if modality == "text":
-            for lineno, line in enumerate(_read_text_lines(path), start=1):
-                if line:
-                    stimuli.append(
-                        Stimulus(condition, 0, "text", text=line, path=path, line=lineno)
-                    )
+            stimuli.extend(_text_file_stimuli(condition, path))
         else:
             stimuli.append(Stimulus(condition, 0, modality, path=path))
     return stimuli
@@ -198,7 +238,11 @@ def _assign_splits(stimuli: list[Stimulus]) -> list[Stimulus]:
     return out
 
 
-def load_stimulus_set(source: str | Path, conditions: Sequence[str] | None = None) -> StimulusSet:
+def load_stimulus_set(
+    source: str | Path,
+    conditions: Sequence[str] | None = None,
+    allow_outside: bool = False,
+) -> StimulusSet:
     """Read a stimulus folder or CSV manifest.
 
     Parameters
@@ -207,6 +251,10 @@ def load_stimulus_set(source: str | Path, conditions: Sequence[str] | None = Non
         A folder of condition sub-folders, a single condition folder, or a ``.csv`` manifest.
     conditions : sequence of str, optional
         Keep only these conditions (in this order).
+    allow_outside : bool
+        Let a manifest's ``path`` column name files outside the manifest's folder (after
+        resolving ``..`` and symlinks); ``--allow-outside`` on the command line. Refused
+        otherwise.
     """
     root = Path(source)
     if not root.exists():
@@ -214,7 +262,7 @@ def load_stimulus_set(source: str | Path, conditions: Sequence[str] | None = Non
     if root.is_file():
         if root.suffix.lower() != ".csv":
             raise TopoInputError("expected a stimulus folder or a .csv manifest", root)
-        stim_set = _load_manifest(root)
+        stim_set = _load_manifest(root, allow_outside)
     else:
         subdirs = sorted(
             p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
@@ -239,42 +287,97 @@ def load_stimulus_set(source: str | Path, conditions: Sequence[str] | None = Non
     return stim_set
 
 
-def _load_manifest(path: Path) -> StimulusSet:
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except UnicodeDecodeError as exc:
-        raise TopoInputError("manifest is not UTF-8 text", path) from exc
+def _load_manifest(path: Path, allow_outside: bool = False) -> StimulusSet:
+    rows = _read_manifest_rows(path)
     if not rows:
         raise TopoInputError("manifest has no rows", path)
-    cols = set(rows[0])
+    cols = set(rows[0][1])
     if "condition" not in cols or not ({"text", "path"} & cols):
         raise TopoInputError("manifest needs columns 'condition' and 'text' or 'path'", path)
-    stimuli = []
+    folder = path.parent.resolve()
     explicit_split = "split" in cols
-    for i, row in enumerate(rows, start=2):
+    stimuli: list[Stimulus] = []
+    first_row: dict[tuple[str, str, str], int] = {}
+    for i, row in rows:
         cond = (row.get("condition") or "").strip()
         if not cond:
             raise TopoInputError(f"row {i} has no condition", path)
         text = (row.get("text") or "").strip()
         if text:
-            stim = Stimulus(cond, 0, "text", text=text, line=i)
+            key = (cond, "text", text)
+            found = [Stimulus(cond, 0, "text", text=text, line=i)]
         else:
             rel = (row.get("path") or "").strip()
             if not rel:
                 raise TopoInputError(f"row {i} has neither text nor path", path)
-            file = (path.parent / rel).resolve()
-            if not file.is_file():
-                raise TopoInputError(f"row {i}: stimulus file not found: {rel}", path)
-            stim = Stimulus(cond, 0, modality_of(file), path=file)
+            file = _manifest_file(path, folder, i, rel, allow_outside)
+            key = (cond, "file", str(file))
+            found = _manifest_file_stimuli(path, i, rel, cond, file)
+        if key in first_row:
+            what = "text" if key[1] == "text" else f"file {rel!r}"
+            raise TopoInputError(
+                f"rows {first_row[key]} and {i} repeat condition {cond!r} with the same {what}; "
+                "list each stimulus once",
+                path,
+            )
+        first_row[key] = i
         if explicit_split:
             split = _parse_split(row.get("split"), i, path)
-            stim = Stimulus(cond, split, stim.modality, stim.text, stim.path, stim.line)
-        stimuli.append(stim)
+            found = [Stimulus(cond, split, s.modality, s.text, s.path, s.line) for s in found]
+        stimuli.extend(found)
     if not explicit_split:
         stimuli = _assign_splits(stimuli)
     order = list(dict.fromkeys(s.condition for s in stimuli))
     return StimulusSet(path, stimuli, order)
+
+
+def _read_manifest_rows(path: Path) -> list[tuple[int, dict]]:
+    """The manifest's rows with the line each one ends on (the header is row 1)."""
+    out: list[tuple[int, dict]] = []
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                out.append((reader.line_num, row))
+    except UnicodeDecodeError as exc:
+        raise TopoInputError(f"manifest is not UTF-8 text (byte {exc.start})", path) from None
+    except csv.Error as exc:
+        raise TopoInputError(f"manifest is not a readable CSV ({exc})", path) from None
+    except OSError as exc:
+        raise TopoInputError(f"cannot read manifest ({exc.strerror or exc})", path) from None
+    return out
+
+
+def _manifest_file(path: Path, folder: Path, row: int, rel: str, allow_outside: bool) -> Path:
+    """A manifest row's file, resolved against the manifest's folder and kept inside it."""
+    try:
+        file = (folder / rel).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # NUL byte, symlink loop
+        reason = " ".join(str(exc).split())
+        raise TopoInputError(f"row {row}: unusable path {rel!r} ({reason})", path) from None
+    if not allow_outside and not file.is_relative_to(folder):
+        raise TopoInputError(
+            f"row {row}: path {rel!r} resolves outside the manifest's folder {folder}; "
+            "pass --allow-outside to read it",
+            path,
+        )
+    if not file.is_file():
+        raise TopoInputError(f"row {row}: stimulus file not found: {rel}", path)
+    return file
+
+
+def _manifest_file_stimuli(
+    path: Path, row: int, rel: str, condition: str, file: Path
+) -> list[Stimulus]:
+    """The stimuli of a manifest row's file; errors name the CSV, the row and the file."""
+    try:
+        modality = modality_of(file)
+        if modality != "text":
+            return [Stimulus(condition, 0, modality, path=file)]
+        return _text_file_stimuli(condition, file)
+    except TopoInputError as exc:
+        reason = str(exc).removeprefix(f"{exc.path}: ") if exc.path else str(exc)
+        raise TopoInputError(f"row {row}: {rel}: {reason}", path) from None
 
 
 def _parse_split(value: str | None, row: int, path: Path) -> int:
@@ -292,10 +395,17 @@ def load_image(path: Path):
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise TopoInputError(f"cannot read image ({exc.__class__.__name__})", path) from exc
+        with warnings.catch_warnings():
+            # PIL only warns between MAX_IMAGE_PIXELS and twice that: refuse those too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return im.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise TopoInputError(
+            f"image refused as a possible decompression bomb ({' '.join(str(exc).split())})", path
+        ) from None
+    except (UnidentifiedImageError, *_DECODE_ERRORS) as exc:
+        raise TopoInputError(f"cannot read image ({exc.__class__.__name__})", path) from None
 
 
 def load_audio(path: Path, sample_rate: int) -> np.ndarray:
@@ -304,8 +414,9 @@ def load_audio(path: Path, sample_rate: int) -> np.ndarray:
 
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError) as exc:
-        raise TopoInputError(f"cannot read audio ({exc})", path) from exc
+    except (RuntimeError, sf.LibsndfileError, ValueError, EOFError, OSError) as exc:
+        reason = " ".join(str(exc).split()) or exc.__class__.__name__
+        raise TopoInputError(f"cannot read audio ({reason})", path) from None
     wave = data.mean(axis=1)
     if wave.size == 0:
         raise TopoInputError("audio file has no samples", path)

@@ -373,9 +373,11 @@ def run_intervene(
     )
     notes: list[str] = []
     if stimuli is not None:
-        stim_set = load_stimulus_set(stimuli)
+        stim_set = load_stimulus_set(stimuli, allow_outside=getattr(ctx, "allow_outside", False))
     else:
-        stim_set, stim_notes = source_stimuli(plan.source)
+        stim_set, stim_notes = source_stimuli(
+            plan.source, allow_outside=getattr(ctx, "allow_outside", False)
+        )
         notes += stim_notes
     design = design_of(stim_set, plan)
     given_spec = ctx.model_spec

@@ -216,7 +216,7 @@ def check_identity(source: SourceResults, model: Any, given_spec: str | None) ->
     )
 
 
-def source_stimuli(source: SourceResults) -> tuple[Any, list[str]]:
+def source_stimuli(source: SourceResults, allow_outside: bool = False) -> tuple[Any, list[str]]:
     """Rebuild the source folder's stimulus set; also notes (e.g. the stimuli changed)."""
     from topocli.reporting.results import describe_input
     from topocli.stimuli.stimulus_set import load_condition_folders, load_stimulus_set
@@ -227,9 +227,9 @@ def source_stimuli(source: SourceResults) -> tuple[Any, list[str]]:
     entries = described if isinstance(described, list) else [described] if described else []
     paths = [Path(e["path"]) for e in entries if isinstance(e, Mapping) and e.get("path")]
     if params.get("stimuli") and Path(params["stimuli"]).exists():
-        stim_set = load_stimulus_set(params["stimuli"])
+        stim_set = load_stimulus_set(params["stimuli"], allow_outside=allow_outside)
     elif len(paths) == 1 and (paths[0].is_file() or _has_subfolders(paths[0])):
-        stim_set = load_stimulus_set(paths[0])
+        stim_set = load_stimulus_set(paths[0], allow_outside=allow_outside)
     elif paths and len(paths) == len(source.conditions):
         missing = [p for p in paths if not p.is_dir()]
         if missing:

@@ -266,11 +266,8 @@ def analyse_anova(
 
 
 def _stimulus_inputs(stim_set: StimulusSet) -> list[Path]:
-    root = Path(stim_set.root)
-    if root.is_file():
-        return [root]
-    parents = [s.path.parent for s in stim_set.stimuli if s.path is not None]
-    return list(dict.fromkeys(parents)) or [root]
+    # a manifest: the CSV and every file it references; a folder set: its condition folders
+    return stim_set.input_paths()
 
 
 def localize(
@@ -473,7 +470,9 @@ def run_localize(
     out = Path(ctx.out) if ctx.out is not None else Path(f"localize-{_safe(spec.name)}")
     with ExitStack() as stack:
         if stimuli is not None:
-            stim_set = load_stimulus_set(stimuli)
+            stim_set = load_stimulus_set(
+                stimuli, allow_outside=getattr(ctx, "allow_outside", False)
+            )
         else:
             stim_set = spec.stimulus_set(stack)
         conditions = list(stim_set.conditions)

@@ -121,7 +121,7 @@ def with_baseline_group(categories: StimulusSet, baseline: StimulusSet) -> tuple
     return combined, name
 
 
-def load_pool(folder: str | Path) -> StimulusSet:
+def load_pool(folder: str | Path, allow_outside: bool = False) -> StimulusSet:
     """An unlabeled pool: every stimulus under ``folder`` (sub-folders ignored as labels)."""
     from topocli.stimuli.stimulus_set import load_stimulus_set
 
@@ -131,7 +131,7 @@ def load_pool(folder: str | Path) -> StimulusSet:
     ):
         raise TopoInputError("the discovery pool is empty", root)
     try:
-        pool = load_stimulus_set(root)
+        pool = load_stimulus_set(root, allow_outside=allow_outside)
     except TopoInputError as exc:
         if "empty" in str(exc) or "no stimuli" in str(exc):
             raise TopoInputError("the discovery pool is empty", root) from None

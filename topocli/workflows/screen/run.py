@@ -353,7 +353,7 @@ def run_screen(
         raise TopoInputError("--against / --with-baseline apply to --stimuli, not --discover")
     pool = categories = baseline = None
     if discover is not None:
-        pool = load_pool(discover)
+        pool = load_pool(discover, allow_outside=getattr(ctx, "allow_outside", False))
         if len(pool) < 2 * opts.min_size:
             raise TopoInputError(
                 f"the pool has {len(pool)} stimuli: too few for two clusters of --min-size "
@@ -362,11 +362,16 @@ def run_screen(
             )
         default_out = f"screen-discover-{_safe(Path(discover).name)}"
     else:
-        categories = load_stimulus_set(stimuli) if stimuli else shipped_categories("text")
+        allow_outside = getattr(ctx, "allow_outside", False)
+        categories = (
+            load_stimulus_set(stimuli, allow_outside=allow_outside)
+            if stimuli
+            else shipped_categories("text")
+        )
         check_categories(categories)
         if len(categories.conditions) == 1 or with_baseline or against is not None:
             baseline = (
-                load_stimulus_set(against)
+                load_stimulus_set(against, allow_outside=allow_outside)
                 if against is not None
                 else shipped_baseline(categories.modality)
             )
