@@ -228,6 +228,9 @@ def source_stimuli(source: SourceResults, allow_outside: bool = False) -> tuple[
     paths = [Path(e["path"]) for e in entries if isinstance(e, Mapping) and e.get("path")]
     if params.get("stimuli") and Path(params["stimuli"]).exists():
         stim_set = load_stimulus_set(params["stimuli"], allow_outside=allow_outside)
+    elif paths and paths[0].suffix.lower() == ".csv" and paths[0].is_file():
+        # a CSV manifest is recorded first, then every file it references
+        stim_set = load_stimulus_set(paths[0], allow_outside=allow_outside)
     elif len(paths) == 1 and (paths[0].is_file() or _has_subfolders(paths[0])):
         stim_set = load_stimulus_set(paths[0], allow_outside=allow_outside)
     elif paths and len(paths) == len(source.conditions):
