@@ -274,3 +274,28 @@ def test_base_weights_swapped_with_size_and_mtime_kept_are_caught(tiny_model_dir
     assert weights.stat().st_size == before.st_size
     assert weights.stat().st_mtime_ns == before.st_mtime_ns
     refused(capsys, ["info", str(ckpt)], "weights sha256", "same base weights")
+
+
+# ---------------------------------------------------------------------- silent acceptance
+def test_identical_stimuli_are_refused_not_written_as_nan(tiny_model_dir, tmp_path, capsys):
+    stimuli = tmp_path / "same"
+    for condition in ("alpha", "beta"):
+        (stimuli / condition).mkdir(parents=True)
+        (stimuli / condition / "s.txt").write_text("the same sentence\n" * 6)
+    model = str(tiny_model_dir("bert"))
+    for argv in (
+        ["localize", "--stimuli", str(stimuli), "-c", "alpha>beta", "--fwhm-mm", "0"],
+        ["screen", "--stimuli", str(stimuli), "--no-builtin-known"],
+    ):
+        out = tmp_path / argv[0]
+        argv += ["--model", model, "--out", str(out), "--quiet"]
+        refused(capsys, argv, "constant", str(stimuli))
+        assert not out.exists()
+
+
+def test_subnormal_contrast_weights_are_refused(tiny_model_dir, stimulus_dirs, tmp_path, capsys):
+    out = tmp_path / "loc"
+    argv = ["localize", "--model", str(tiny_model_dir("bert")), "--stimuli"]
+    argv += [str(stimulus_dirs["text"]), "-c", "1e-320*alpha - 1e-320*beta", "--out", str(out)]
+    refused(capsys, argv, "1e-12")
+    assert not out.exists()

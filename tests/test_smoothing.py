@@ -202,3 +202,20 @@ def test_smooth_map_leaves_nans_out(across):
     want = _oracle(np.nan_to_num(v)[None], sheet, 3.0, masks)[0]
     assert np.isnan(got[nan]).all()
     np.testing.assert_allclose(got[finite], want[finite], rtol=1e-10)
+
+
+def test_a_huge_fwhm_averages_each_area_instead_of_allocating_a_huge_kernel():
+    import numpy as np
+
+    from topocli.sheet import AreaSpec, Sheet
+    from topocli.stats.smoothing import gaussian_kernel1d, smooth_units
+
+    assert gaussian_kernel1d(1e300, max_radius=5).size == 11
+    sheet = Sheet.build([AreaSpec("a", 50), AreaSpec("b", 30)], "stacked", width=10)
+    x = np.random.default_rng(0).normal(size=(3, sheet.n_units))
+    for fwhm in (1e6, 1e308):
+        y = smooth_units(x, sheet, fwhm)
+        for k in range(len(sheet.areas)):
+            sl = sheet.area_slice(k)
+            want = np.broadcast_to(x[:, sl].mean(axis=1, keepdims=True), y[:, sl].shape)
+            np.testing.assert_allclose(y[:, sl], want)

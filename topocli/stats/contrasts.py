@@ -504,6 +504,9 @@ def parse_contrast(expr: str, known_conditions: Iterable[str]) -> dict[str, floa
     return weights
 
 
+MIN_WEIGHT = 1e-12
+
+
 def check_weights(
     weights: Mapping[str, float] | Sequence[float] | np.ndarray, require_zero_sum: bool = True
 ) -> Mapping[str, float] | Sequence[float] | np.ndarray:
@@ -522,6 +525,13 @@ def check_weights(
     )
     if values.size == 0 or not np.all(np.isfinite(values)) or not np.any(values != 0):
         raise TopoInputError(f"contrast weights must be finite and not all zero ({shown})")
+    tiny = np.abs(values[values != 0]).min()
+    if tiny < MIN_WEIGHT:
+        # below this, products with responses fall into float64's subnormal range
+        raise TopoInputError(
+            f"contrast weights must be 0 or at least {MIN_WEIGHT:g} in magnitude, got {tiny:g} "
+            f"({shown})"
+        )
     total = float(values.sum())
     if require_zero_sum and abs(total) > 1e-9 * max(1.0, float(np.abs(values).sum())):
         raise TopoInputError(f"contrast weights sum to {total:g}, not 0 ({shown})")

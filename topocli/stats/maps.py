@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from topocli.errors import TopoInputError
 from topocli.stats.contrasts import bh_fdr, contrast_d, contrast_t
 from topocli.stats.suffstats import SufficientStats, chan_merge
 
@@ -53,6 +54,20 @@ class ContrastMap:
     @property
     def n_clusters(self) -> int:
         return len(self.clusters)
+
+
+def require_some_variation(maps, where=None) -> None:
+    """One-line TopoInputError when no map has a single finite t.
+
+    That happens only when every unit's response is constant within each condition (identical
+    stimuli, or a model whose recorded units do not respond): the maps would be all NaN.
+    """
+    if maps and not any(np.isfinite(m.t).any() for m in maps):
+        raise TopoInputError(
+            "every unit's response is constant within each condition, so no t is defined "
+            "anywhere (are the stimuli identical?); nothing to test",
+            where,
+        )
 
 
 # a condition's responses count as constant when their SD is below this fraction of |mean|

@@ -57,12 +57,20 @@ def fwhm_to_sigma(fwhm_mm: float, mm_per_unit: float) -> float:
     return fwhm_mm / FWHM_PER_SIGMA / float(mm_per_unit)
 
 
-def gaussian_kernel1d(sigma: float, truncate: float = TRUNCATE) -> np.ndarray:
+def gaussian_kernel1d(
+    sigma: float, truncate: float = TRUNCATE, max_radius: int | None = None
+) -> np.ndarray:
     """Normalised 1-D Gaussian weights on ``[-r, r]``, ``r = int(truncate * sigma + 0.5)``.
 
     Same weights as ``scipy.ndimage.gaussian_filter1d``; ``sigma == 0`` gives ``[1.0]``.
+    ``max_radius`` caps ``r`` (a grid of ``n`` cells never needs ``r >= n``: the weights beyond
+    it would fall outside the grid, and normalised convolution ignores them), so a huge FWHM
+    averages the whole region instead of allocating an enormous kernel.
     """
-    radius = int(truncate * sigma + 0.5)
+    reach = truncate * sigma + 0.5
+    if max_radius is not None:
+        reach = min(reach, float(max_radius))
+    radius = int(reach)
     if radius == 0 or sigma <= 0:
         return np.ones(1)
     x = np.arange(-radius, radius + 1, dtype=np.float64)
@@ -178,7 +186,7 @@ def _smooth(x, sheet: Sheet, fwhm_mm: float, across_areas: bool, nan_aware: bool
     sigma = fwhm_to_sigma(fwhm_mm, sheet.mm_per_unit)
     regions = _regions(sheet, across_areas)
     _check_units(tuple(x.shape), sheet)
-    kernel_np = gaussian_kernel1d(sigma)
+    kernel_np = gaussian_kernel1d(sigma, max_radius=max(sheet.grid_shape))
     if kernel_np.size == 1:
         return x
     t, was_numpy, dtype = _as_tensor(x)

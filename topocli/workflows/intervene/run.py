@@ -135,7 +135,9 @@ def parse_list(text: str | None, allowed: Sequence[str], what: str) -> list[str]
     return list(dict.fromkeys(items))
 
 
-def parse_doses(text: str | float | Sequence[float] | None, mode: str) -> list[float]:
+def parse_doses(
+    text: str | float | Sequence[float] | None, mode: str, option: str = "--dose"
+) -> list[float]:
     """Dose list from ``"1,5,10"``: percentages in (0, 100], or spreads in mm > 0 (stimulate)."""
     if text is None:
         return []
@@ -152,12 +154,12 @@ def parse_doses(text: str | float | Sequence[float] | None, mode: str) -> list[f
         try:
             d = float(item)
         except (TypeError, ValueError):
-            raise TopoInputError(f"--dose must be numbers, got {item!r}") from None
+            raise TopoInputError(f"{option} must be numbers, got {item!r}") from None
         if mode == "stimulate":
             if not (math.isfinite(d) and d > 0):
-                raise TopoInputError(f"--dose (spread in mm) must be > 0, got {item}")
+                raise TopoInputError(f"{option} (spread in mm) must be > 0, got {item}")
         elif not (math.isfinite(d) and 0.0 < d <= 100.0):
-            raise TopoInputError(f"--dose must lie in (0, 100] (percent of units), got {item}")
+            raise TopoInputError(f"{option} must lie in (0, 100] (percent of units), got {item}")
         doses.append(d)
     return list(dict.fromkeys(doses))
 
@@ -219,7 +221,10 @@ def plan_intervention(
         raise TopoInputError("--top-percent does not apply to stimulate (its dose is --spread-mm)")
     if top_percent is not None and cluster is not None:
         raise TopoInputError("--top-percent goes with --contrast; for a cluster use --dose")
-    doses = parse_doses(dose if dose is not None else top_percent, mode)
+    if dose is not None:
+        doses = parse_doses(dose, mode)
+    else:
+        doses = parse_doses(top_percent, mode, "--top-percent")
     if not doses:
         doses = [spread_mm] if mode == "stimulate" else [100.0] if cluster is not None else [10.0]
     source = read_source(from_dir)

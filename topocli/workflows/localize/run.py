@@ -39,7 +39,13 @@ from topocli.activations.extraction import check_pooling
 from topocli.errors import TopoInputError
 from topocli.sheet import Sheet
 from topocli.stats.clusters import clusters_with_moran
-from topocli.stats.maps import ContrastMap, condition_moments, contrast_maps, split_moments
+from topocli.stats.maps import (
+    ContrastMap,
+    condition_moments,
+    contrast_maps,
+    require_some_variation,
+    split_moments,
+)
 from topocli.stats.suffstats import SufficientStats
 from topocli.stats.validation import check_map_options
 from topocli.stimuli.localizers import LocalizerSpec, resolve_contrasts, resolve_localizer
@@ -379,6 +385,7 @@ def localize(
         )
         for name, w in weights.items()
     ]
+    require_some_variation(results, stim_set.root)
     anova = (
         analyse_anova(anova_conds, stats, conditions, sheet, q, fdr_scope) if anova_conds else None
     )

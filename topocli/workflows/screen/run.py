@@ -99,6 +99,7 @@ from topocli.activations.extraction import extract
 from topocli.activations.source import ActivationSource, grouped_stats
 from topocli.errors import TopoInputError
 from topocli.sheet import Sheet
+from topocli.stats.maps import require_some_variation
 from topocli.stats.smoothing import smoothing_transform
 from topocli.stats.suffstats import SufficientStats
 from topocli.stimuli.stimulus_set import StimulusSet
@@ -143,6 +144,7 @@ def _finish(
     results, profiles = analyse_categories(
         stats, stim_set.conditions, categories, sheet, opts, reference, baseline
     )
+    require_some_variation(results, stim_set.root)
     dice_table = score_novelty(results, known)
     results = rank_categories(results, opts.rank_by)
     exemplars = pick_exemplars(source, stim_set, results, opts.n_exemplars, transform)
