@@ -299,3 +299,30 @@ def test_subnormal_contrast_weights_are_refused(tiny_model_dir, stimulus_dirs, t
     argv += [str(stimulus_dirs["text"]), "-c", "1e-320*alpha - 1e-320*beta", "--out", str(out)]
     refused(capsys, argv, "1e-12")
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------- damaged caches
+def test_a_damaged_activation_cache_is_dropped_and_recomputed(
+    tiny_model_dir, stimulus_dirs, tmp_path, monkeypatch, capsys
+):
+    from topocli.activations.cache import activation_cache_dir
+    from topocli.stats.suffstats import SufficientStats
+
+    monkeypatch.setenv("TOPO_CACHE_DIR", str(tmp_path / "cache"))
+    argv = ["localize", "--model", str(tiny_model_dir("bert")), "--stimuli"]
+    argv += [str(stimulus_dirs["text"]), "-c", "alpha>beta", "--fwhm-mm", "0", "-q"]
+    assert main([*argv, "--out", str(tmp_path / "first")]) == 0
+    (entry,) = [p for p in activation_cache_dir().iterdir() if not p.name.startswith(".")]
+    shard = entry / "shard_00000.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-2] ^= 0x55  # a bit flip inside the float16 activations: still a loadable file
+    shard.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "second")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("topo: warning:") and "damaged" in err[0]
+    a = SufficientStats.load(tmp_path / "first" / "stats.safetensors")
+    b = SufficientStats.load(tmp_path / "second" / "stats.safetensors")
+    assert a == b  # recomputed from the model, bit for bit
+    assert main([*argv, "--out", str(tmp_path / "third")]) == 0  # the rewritten entry is fine
+    assert capsys.readouterr().err.strip() == ""

@@ -27,5 +27,9 @@ class TopoInterrupted(Exception):
         super().__init__(message)
 
 
+class TopoWarning(UserWarning):
+    """Something the user must know that does not stop the command (printed as one line)."""
+
+
 class NotBuiltError(RuntimeError):
     """A command or option that is planned but not implemented."""

@@ -6,7 +6,9 @@ text truncation; so any command that runs the same stimuli through the same mode
 Shards of about 64 MB hold the rows and activations of the original batches, replayed in the
 same order so that the statistics merge bit for bit as in the first run. An entry is written in
 a temp folder and renamed into place when complete (``done.json`` last): a killed run leaves no
-half entry that a later run could mistake for a finished one.
+half entry that a later run could mistake for a finished one. ``done.json`` records every
+shard's sha256; a shard that no longer matches (a damaged disk, a truncated copy) raises
+:class:`CacheCorrupt`, and the pipeline drops the entry and runs the model again.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from topocli.models.topo_model import TopoModel
 from topocli.stimuli.stimulus_set import StimulusSet
 
 CACHE_SHARD_BYTES = 1 << 26
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: shards carry their sha256 in done.json
 DONE_FILE = "done.json"
 FINAL_FILE = "final.safetensors"
 
@@ -68,6 +70,10 @@ def is_complete(folder: Path | None) -> bool:
     return folder is not None and (folder / DONE_FILE).is_file()
 
 
+class CacheCorrupt(Exception):
+    """A cache entry whose shards do not match the checksums it was written with."""
+
+
 class CacheWriter:
     """Float16 shards of ~64 MB written into a temp folder, renamed into place when complete.
 
@@ -89,6 +95,7 @@ class CacheWriter:
         self.acts: list[torch.Tensor] = []
         self.n_shards = 0
         self.n_rows = 0
+        self.digests: list[str] = []
 
     def add(self, rows: np.ndarray, acts: torch.Tensor) -> None:
         """Append one batch (its row indices and activations [B, U])."""
@@ -98,16 +105,15 @@ class CacheWriter:
             self._flush()
 
     def _flush(self) -> None:
-        from safetensors.torch import save_file
-
         if not self.rows:
             return
         rows = torch.from_numpy(np.concatenate(self.rows).astype(np.int64))
         sizes = torch.tensor([r.size for r in self.rows], dtype=torch.int64)
-        save_file(
-            {"rows": rows, "acts": torch.cat(self.acts).contiguous(), "batch_sizes": sizes},
-            str(self.tmp / f"shard_{self.n_shards:05d}.safetensors"),
-        )
+        from safetensors.torch import save
+
+        data = save({"rows": rows, "acts": torch.cat(self.acts).contiguous(), "batch_sizes": sizes})
+        (self.tmp / f"shard_{self.n_shards:05d}.safetensors").write_bytes(data)
+        self.digests.append(hashlib.sha256(data).hexdigest())
         self.n_shards += 1
         self.n_rows += rows.numel()
         self.rows, self.acts = [], []
@@ -116,7 +122,7 @@ class CacheWriter:
         """Write the last shard and ``done.json``, then move the entry into place."""
         self._flush()
         (self.tmp / DONE_FILE).write_text(
-            json.dumps({"shards": self.n_shards, "rows": self.n_rows})
+            json.dumps({"shards": self.n_shards, "rows": self.n_rows, "sha256": self.digests})
         )
         if self.final.exists():
             shutil.rmtree(self.tmp, ignore_errors=True)  # another run finished it first
@@ -129,12 +135,32 @@ class CacheWriter:
 
 
 def read_cache(folder: Path) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """Yield (rows, float32 activations) batch by batch, as they were extracted."""
-    from safetensors.torch import load_file
+    """Yield (rows, float32 activations) batch by batch, as they were extracted.
 
-    meta = json.loads((folder / DONE_FILE).read_text())
-    for i in range(meta["shards"]):
-        shard = load_file(str(folder / f"shard_{i:05d}.safetensors"))
+    Raises
+    ------
+    CacheCorrupt
+        A shard is missing, unreadable or differs from the sha256 recorded for it.
+    """
+    from safetensors.torch import load
+
+    try:
+        meta = json.loads((folder / DONE_FILE).read_text())
+        digests = list(meta["sha256"])
+        n_shards = int(meta["shards"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CacheCorrupt(f"unreadable {DONE_FILE} ({exc})") from exc
+    if len(digests) != n_shards:
+        raise CacheCorrupt(f"{DONE_FILE} lists {len(digests)} checksums for {n_shards} shards")
+    for i in range(n_shards):
+        name = f"shard_{i:05d}.safetensors"
+        try:
+            data = (folder / name).read_bytes()
+        except OSError as exc:
+            raise CacheCorrupt(f"{name} is unreadable ({exc.strerror})") from exc
+        if hashlib.sha256(data).hexdigest() != digests[i]:
+            raise CacheCorrupt(f"{name} does not match its checksum")
+        shard = load(data)
         rows, acts = shard["rows"].numpy(), shard["acts"].float()
         # replay the original batches, so the statistics merge in the same order as the first run
         start = 0

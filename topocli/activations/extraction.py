@@ -14,7 +14,9 @@ statistics are all-reduced.
 
 from __future__ import annotations
 
+import shutil
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 
 from topocli.activations.cache import (
+    CacheCorrupt,
     CacheWriter,
     activation_cache_dir,
     cache_key,
@@ -32,7 +35,7 @@ from topocli.activations.cache import (
     save_final,
 )
 from topocli.activations.source import IN_MEMORY_BYTES, ActivationSource
-from topocli.errors import TopoInputError
+from topocli.errors import TopoInputError, TopoWarning
 from topocli.models.inputs import (
     MAX_TEXT_TOKENS,
     Batch,
@@ -207,13 +210,27 @@ def extract(
         stats.update(transform(acts) if transform is not None else acts, groups[rows])
 
     if done and (not with_final or load_final(folder) is not None):
-        for rows, acts in read_cache(folder):
-            accumulate(rows, acts)
-        source = None
-        if keep_activations:
-            source = ActivationSource(n, n_units, array=kept, folder=None if in_memory else folder)
-        final = load_final(folder) if with_final else None
-        return Extraction(stats, key, True, final, source)
+        try:
+            for rows, acts in read_cache(folder):
+                accumulate(rows, acts)
+        except CacheCorrupt as exc:
+            warnings.warn(
+                f"the activation cache {folder} is damaged ({exc}); dropped it, running the "
+                "model again",
+                TopoWarning,
+                stacklevel=2,
+            )
+            shutil.rmtree(folder, ignore_errors=True)
+            stats = SufficientStats(stim_set.n_groups, n_units)  # what accumulate() adds to
+            done = False
+        else:
+            source = None
+            if keep_activations:
+                source = ActivationSource(
+                    n, n_units, array=kept, folder=None if in_memory else folder
+                )
+            final = load_final(folder) if with_final else None
+            return Extraction(stats, key, True, final, source)
 
     writer, temporary = None, False
     if key is not None and not done:

@@ -8,6 +8,7 @@ that several commands share are declared once (:mod:`topocli.cli.options`). Bad 
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -30,7 +31,7 @@ from topocli.cli.options import (
     TopPercentOpt,
     shared_options,
 )
-from topocli.errors import NotBuiltError, TopoInputError, TopoInterrupted
+from topocli.errors import NotBuiltError, TopoInputError, TopoInterrupted, TopoWarning
 
 __all__ = ["Context", "app", "entry", "main"]
 
@@ -546,6 +547,18 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     offline_environment()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", TopoWarning)
+        default_show = warnings.showwarning
+        warnings.showwarning = lambda message, category, *args, **kwargs: (
+            _warn(str(message))
+            if issubclass(category, TopoWarning)
+            else default_show(message, category, *args, **kwargs)
+        )
+        return _run(argv, debug)
+
+
+def _run(argv: list[str], debug: bool) -> int:
     command = typer.main.get_command(app)
     if not argv:
         _error(f"no command given; try 'topo --help' (commands: {', '.join(command.commands)})")
@@ -579,6 +592,10 @@ def main(argv: list[str] | None = None) -> int:
         err.print("topo: interrupted; results folders are written whole or not at all: none was")
         return 130
     return code if isinstance(code, int) else 0
+
+
+def _warn(message: str) -> None:
+    err.print(f"[bold yellow]topo: warning:[/] {escape(_one_line(message))}", soft_wrap=True)
 
 
 def _error(message: str) -> None:
