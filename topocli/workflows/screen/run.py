@@ -417,6 +417,17 @@ def run_screen(
             inputs["stimuli"] = str(categories.root)
         if baseline is not None and against is None:
             inputs["against"] = str(baseline.root)
+        # the manifest hashes what was read: a CSV manifest and every file it names
+        hashed = {
+            "stimuli": categories,
+            "against": baseline,
+            "discover": pool,
+        }
+        recorded = {
+            k: ([str(p) for p in v.input_paths()] if v is not None else None)
+            for k, v in hashed.items()
+        }
+        recorded["known"] = inputs["known"]
         params = {
             "model": ctx.model_spec,
             "stimuli": inputs["stimuli"],
@@ -426,7 +437,7 @@ def run_screen(
             "builtin_known": bool(builtin_known),
             "with_baseline": bool(with_baseline),
             "device": getattr(ctx, "device_name", None),
-            "inputs": inputs,
+            "inputs": recorded,
             "timings_s": timings,
         }
         write_screen_results(rf, result, model, params)
