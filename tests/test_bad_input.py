@@ -326,3 +326,21 @@ def test_a_damaged_activation_cache_is_dropped_and_recomputed(
     assert a == b  # recomputed from the model, bit for bit
     assert main([*argv, "--out", str(tmp_path / "third")]) == 0  # the rewritten entry is fine
     assert capsys.readouterr().err.strip() == ""
+
+
+def test_human_tables_with_inf_or_only_nan_name_the_file(tmp_path):
+    import pytest
+
+    from topocli.errors import TopoInputError
+    from topocli.human.profiles import load_human_profiles
+
+    head = "roi,condition,mean,sem,n\n"
+    cases = {
+        "inf.csv": (head + "lang,a,inf,0.1,10\nlang,b,1,0.1,10\n", "infinite value"),
+        "nan.csv": (head + "lang,a,nan,nan,10\nlang,b,nan,nan,10\n", "empty 'mean'"),
+    }
+    for name, (text, needle) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(TopoInputError, match=needle) as info:
+            load_human_profiles(tmp_path / name)
+        assert str(tmp_path / name) in str(info.value)

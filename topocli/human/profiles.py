@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from topocli.errors import TopoInputError
@@ -173,4 +174,8 @@ def _numeric_column(column: pd.Series, name: str, path: Path) -> pd.Series:
     if bad.any():
         example = column[bad].iloc[0]
         raise TopoInputError(f"column '{name}' has a non-numeric value {example!r}", path)
+    infinite = np.isinf(values.to_numpy(dtype=float))
+    if infinite.any():
+        row = int(np.flatnonzero(infinite)[0]) + 2  # the CSV line: header is line 1
+        raise TopoInputError(f"column '{name}' has an infinite value (line {row})", path)
     return values.astype(float)
