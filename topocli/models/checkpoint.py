@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -28,6 +28,8 @@ from topocli.models.topo_model import TopoModel, build_topo_model
 from topocli.sheet import Sheet
 
 FORMAT_VERSION = 1
+ADAPTORS_FILE = "adaptors.safetensors"
+SHEET_FILE = "sheet.safetensors"
 
 
 def _base_location(base: str) -> str | Path:
@@ -35,14 +37,28 @@ def _base_location(base: str) -> str | Path:
 
 
 def save_checkpoint(
-    model: TopoModel, out: str | Path, training: dict | None = None, extra_state: dict | None = None
+    model: TopoModel,
+    out: str | Path,
+    training: dict | None = None,
+    extra_state: dict | None = None,
+    write_extra: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write a checkpoint folder atomically (temp folder, then rename over ``out``)."""
+    """Write a checkpoint folder atomically (temp folder, then rename over ``out``).
+
+    The temp folder beside ``out`` is named ``.NAME.tmp-PID-START-RANDOM`` (this process's id
+    and start time); one left by a killed process is removed by the next save (and by the next
+    ``topo train`` on ``out``), one of a process that still runs is left alone.
+    ``extra_state`` copies files into the checkpoint (name -> path); ``write_extra(folder)``
+    writes more files straight into it.
+    """
     from safetensors.torch import save_file
+
+    from topocli.reporting.results import remove_stale_siblings, temp_sibling
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    remove_stale_siblings(out)
+    tmp = temp_sibling(out, "tmp")
     try:
         meta = checkpoint_meta(model, training)
         (tmp / "topo.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -55,10 +71,12 @@ def save_checkpoint(
                 for n, p in model.backbone.named_parameters()
                 if n in trained
             }
-        save_file(tensors, str(tmp / "adaptors.safetensors"))
-        model.sheet.save(tmp / "sheet.safetensors")
+        save_file(tensors, str(tmp / ADAPTORS_FILE))
+        model.sheet.save(tmp / SHEET_FILE)
         for name, path in (extra_state or {}).items():
             shutil.copy2(path, tmp / name)
+        if write_extra is not None:
+            write_extra(tmp)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -98,25 +116,51 @@ def is_checkpoint(path: str | Path) -> bool:
     return (Path(path) / "topo.json").is_file()
 
 
+REQUIRED_META = ("base_model", "weights_sha256", "mode", "areas")
+
+
 def read_meta(folder: str | Path) -> dict:
+    """A checkpoint's topo.json, checked: kind ``topo-checkpoint``, this format version."""
     folder = Path(folder)
+    path = folder / "topo.json"
     try:
-        meta = json.loads((folder / "topo.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TopoInputError(f"unreadable topo.json ({exc})", folder) from exc
+    if not isinstance(meta, dict):
+        raise TopoInputError("not a topo checkpoint file", path)
     if meta.get("format_version") != FORMAT_VERSION or meta.get("kind") != "topo-checkpoint":
-        raise TopoInputError(
-            f"unsupported checkpoint format {meta.get('format_version')!r}", folder / "topo.json"
-        )
+        raise TopoInputError(f"unsupported checkpoint format {meta.get('format_version')!r}", path)
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise TopoInputError(f"checkpoint description lacks {', '.join(missing)}", path)
     return meta
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file; a missing, truncated or corrupt file is one line."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise TopoInputError("missing from the checkpoint", path)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as exc:
+        raise TopoInputError(
+            f"unreadable, truncated or corrupt safetensors file ({' '.join(str(exc).split())})",
+            path,
+        ) from exc
+    except BaseException as exc:  # a panic in the Rust reader (pyo3's PanicException)
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise TopoInputError("corrupt safetensors file (its reader failed)", path) from exc
 
 
 def load_checkpoint(
     folder: str | Path, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False
 ) -> TopoModel:
     """Rebuild a TopoModel from a checkpoint folder, checking the base weights' hash."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     meta = read_meta(folder)
     if meta.get("trust_remote_code") and not trust_remote_code:
@@ -126,7 +170,8 @@ def load_checkpoint(
             "to allow it (only if you trust it)",
             folder / "topo.json",
         )
-    sheet = Sheet.load(folder / "sheet.safetensors")
+    sheet = Sheet.load(folder / SHEET_FILE)
+    state = read_tensors(folder / ADAPTORS_FILE)  # a corrupt file is refused before the backbone
     base = meta["base_model"]
     model = build_topo_model(
         _base_location(base),
@@ -137,7 +182,7 @@ def load_checkpoint(
         dtype=dtype,
         trust_remote_code=trust_remote_code,
         sheet=sheet,
-        sheet_source=folder / "sheet.safetensors",
+        sheet_source=folder / SHEET_FILE,
     )
     if model.source["weights_sha256"] != meta["weights_sha256"]:
         raise TopoInputError(
@@ -147,12 +192,8 @@ def load_checkpoint(
             folder,
         )
     model.source["base_model"] = base
-    try:
-        state = load_file(str(folder / "adaptors.safetensors"))
-    except (OSError, ValueError) as exc:
-        raise TopoInputError(f"unreadable adaptors.safetensors ({exc})", folder) from exc
     if meta["mode"] == "adaptor":
-        model.load_adaptor_state(state, folder / "adaptors.safetensors")
+        model.load_adaptor_state(state, folder / ADAPTORS_FILE)
     else:
         params = dict(model.backbone.named_parameters())
         for name, tensor in state.items():
