@@ -484,7 +484,9 @@ def test_run_localize_with_the_shipped_language_localizer(tiny_model_dir, tmp_pa
     assert manifest["extra"]["contrasts"] == {
         "sentences-nonwords": {"sentences": 1.0, "nonwords": -1.0}
     }
-    assert manifest["parameters"]["fwhm_mm"] == spec.defaults["fwhm_mm"]
+    # smoothing is opt-in (one policy with screen); the localizer's FWHM is recorded
+    assert manifest["parameters"]["fwhm_mm"] == 0.0
+    assert manifest["parameters"]["literature_fwhm_mm"] == spec.defaults["fwhm_mm"] == 8.0
     units = pd.read_csv(out / "units.csv")
     assert set(units["contrast"]) == {"sentences-nonwords"}
     assert len(units) == 64
@@ -538,7 +540,8 @@ min_cluster = 2
     )
     manifest = read_manifest(out)
     p = manifest["parameters"]
-    assert (p["fwhm_mm"], p["q"], p["min_cluster"], p["localizer"]) == (1.0, 0.2, 2, "tones")
+    assert (p["fwhm_mm"], p["q"], p["min_cluster"], p["localizer"]) == (0.0, 0.2, 2, "tones")
+    assert p["literature_fwhm_mm"] == 1.0
     assert manifest["extra"]["counts"] == {
         "tone_300hz": {"even": 2, "odd": 2},
         "tone_2000hz": {"even": 2, "odd": 2},

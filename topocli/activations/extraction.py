@@ -121,6 +121,9 @@ class Extraction:
     source : ActivationSource or None
         The raw per-stimulus activations (``keep_activations``); :meth:`close` removes a
         temporary on-disk copy.
+    raw_stats : SufficientStats or None
+        With ``also_raw`` and a transform: the statistics of the untransformed activations (the
+        unsmoothed map that every measure of topography uses); without a transform, ``stats``.
     """
 
     stats: SufficientStats
@@ -128,6 +131,7 @@ class Extraction:
     from_cache: bool
     final: np.ndarray | None = None
     source: ActivationSource | None = None
+    raw_stats: SufficientStats | None = None
 
     def close(self) -> None:
         if self.source is not None:
@@ -153,6 +157,7 @@ def extract(
     keep_activations: bool = False,
     memory_bytes: int = IN_MEMORY_BYTES,
     shard: bool = True,
+    also_raw: bool = False,
 ) -> Extraction:
     """Stream a stimulus set through the model into per-(condition, split) statistics.
 
@@ -182,6 +187,8 @@ def extract(
         Under ``torch.distributed``, split the stimuli over the ranks and all-reduce the
         statistics (default). False: this process runs every stimulus on its own (an
         evaluation on one rank; nothing is exchanged).
+    also_raw : bool
+        Also accumulate the untransformed activations (``Extraction.raw_stats``).
 
     Returns
     -------
@@ -191,6 +198,7 @@ def extract(
     n, n_units = len(stim_set), int(model.sheet.n_units)
     groups = stim_set.group_index()
     stats = SufficientStats(stim_set.n_groups, n_units)
+    raw = SufficientStats(stim_set.n_groups, n_units) if also_raw and transform else None
     _, world = rank_world() if shard else (0, 1)
     if world > 1 and (keep_activations or with_final):
         raise TopoInputError(
@@ -208,6 +216,8 @@ def extract(
         if kept is not None:
             kept[rows] = acts.detach().cpu().numpy()
         stats.update(transform(acts) if transform is not None else acts, groups[rows])
+        if raw is not None:
+            raw.update(acts, groups[rows])
 
     if done and (not with_final or load_final(folder) is not None):
         try:
@@ -222,6 +232,7 @@ def extract(
             )
             shutil.rmtree(folder, ignore_errors=True)
             stats = SufficientStats(stim_set.n_groups, n_units)  # what accumulate() adds to
+            raw = SufficientStats(stim_set.n_groups, n_units) if raw is not None else None
             done = False
         else:
             source = None
@@ -230,7 +241,7 @@ def extract(
                     n, n_units, array=kept, folder=None if in_memory else folder
                 )
             final = load_final(folder) if with_final else None
-            return Extraction(stats, key, True, final, source)
+            return Extraction(stats, key, True, final, source, _raw(raw, stats, also_raw))
 
     writer, temporary = None, False
     if key is not None and not done:
@@ -263,6 +274,8 @@ def extract(
         raise
     if world > 1:
         stats.all_reduce()
+        if raw is not None:
+            raw.all_reduce()
     if finals is not None and folder is not None and folder.is_dir():
         save_final(folder, finals)
     source = None
@@ -272,4 +285,10 @@ def extract(
         else:
             where = writer.final if writer is not None else folder
             source = ActivationSource(n, n_units, folder=where, cleanup=temporary)
-    return Extraction(stats, key, False, finals, source)
+    return Extraction(stats, key, False, finals, source, _raw(raw, stats, also_raw))
+
+
+def _raw(raw: SufficientStats | None, stats: SufficientStats, asked: bool):
+    if not asked:
+        return None
+    return raw if raw is not None else stats

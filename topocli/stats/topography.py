@@ -165,3 +165,41 @@ def random_placement_clusters(
 def percolates(fraction: float, connectivity: int = 8) -> bool:
     """Whether a significant fraction lies above the grid's site-percolation density."""
     return bool(fraction > PERCOLATION[int(connectivity)])
+
+
+TOPOGRAPHY_COLUMNS = [
+    "area",
+    "n_units",
+    "n_significant",
+    "fraction_significant",
+    "percolates",
+    "moran_i",
+    "moran_p",
+    "bb_joins",
+    "bb_expected",
+    "bb_z",
+    "bb_p",
+]
+
+
+def topography_table(
+    t: np.ndarray,
+    significant: np.ndarray,
+    sheet: Sheet,
+    connectivity: int = 8,
+    permutations: int = 999,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Per area: the significant fraction (and whether it percolates), whole-map Moran's I of
+    ``t`` and the join-count test of ``significant``; all on the map as given (pass the
+    unsmoothed one)."""
+    moran = area_morans_i(t, sheet, permutations, seed)
+    joins = join_counts(significant, sheet, permutations, seed)
+    table = joins[["area", "n_units", "n_significant", "bb_joins", "bb_expected", "bb_z", "bb_p"]]
+    table = table.assign(
+        fraction_significant=table["n_significant"] / table["n_units"],
+        moran_i=moran["moran_i"].to_numpy(),
+        moran_p=moran["moran_p"].to_numpy(),
+    )
+    table["percolates"] = [percolates(f, connectivity) for f in table["fraction_significant"]]
+    return table[TOPOGRAPHY_COLUMNS]

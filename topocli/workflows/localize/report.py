@@ -69,6 +69,31 @@ def clusters_table(result: Any) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[CLUSTER_TABLE_COLUMNS]
 
 
+def topography_frame(result: Any) -> pd.DataFrame:
+    """``topography.csv``: per (contrast, area), the measures of topography (unsmoothed map)."""
+    frames = []
+    for c in result.contrasts:
+        if c.topography is None:
+            continue
+        base = c.cluster_baseline
+        frames.append(
+            c.topography.assign(
+                contrast=c.name,
+                map_fwhm_mm=0.0,
+                n_clusters_sheet=base.get("n_clusters"),
+                n_clusters_random_placement=base.get("n_clusters_random"),
+                largest_cluster=base.get("largest"),
+                largest_cluster_random_placement=base.get("largest_random"),
+                island_moran_i=c.moran_unsmoothed,
+            )
+        )
+    if not frames:
+        return pd.DataFrame()
+    table = pd.concat(frames, ignore_index=True)
+    first = ["contrast", "area", "map_fwhm_mm"]
+    return table[first + [col for col in table.columns if col not in first]]
+
+
 def counts_table(result: Any) -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -241,6 +266,7 @@ def write_localize_results(
     rf.write_csv("profiles.csv", pd.concat([c.profiles for c in result.contrasts]))
     rf.write_csv("dice.csv", pd.concat([c.dice for c in result.contrasts]))
     rf.write_csv("conditions.csv", counts_table(result))
+    rf.write_csv("topography.csv", topography_frame(result))
     rf.write_sheet_nifti("tmap.nii.gz", np.stack([c.t for c in result.contrasts]), sheet, names)
     rf.write_sheet_nifti("qmap.nii.gz", np.stack([c.q for c in result.contrasts]), sheet, names)
     if result.anova is not None:
@@ -283,23 +309,31 @@ def write_localize_results(
 
 
 def print_summary(result: Any, console: Any) -> None:
-    """A rich table: per contrast n significant units, n clusters, peak t, mean Moran's I."""
+    """Rich tables: detection at the display FWHM, then topography on the unsmoothed map."""
     from rich.table import Table
 
     p = result.params
     table = Table(
-        title=f"q < {p['q']:g} ({p['alternative']}, FDR over {p['fdr_scope']}), "
+        title=f"detection: q < {p['q']:g} ({p['alternative']}, FDR over {p['fdr_scope']}), "
         f"FWHM {p['fwhm_mm']:g} mm, clusters >= {p['min_cluster']} units"
     )
-    for col in ("contrast", "significant units", "clusters", "peak t", "mean Moran's I"):
+    for col in ("contrast", "significant units", "clusters", "peak t"):
         table.add_column(col, justify="left" if col == "contrast" else "right")
     n_units = result.sheet.n_units
     for c in result.contrasts:
-        table.add_row(
-            c.name,
-            f"{c.n_significant} / {n_units}",
-            str(c.n_clusters),
-            _fmt(c.peak_t, ".2f"),
-            _fmt(c.moran_mean, ".3f"),
-        )
+        table.add_row(c.name, f"{c.n_significant} / {n_units}", str(c.n_clusters), _fmt(c.peak_t))
     console.print(table)
+    topo = Table(title="topography, unsmoothed map (FWHM 0 mm), whatever the display FWHM")
+    for col in ("contrast", "map Moran's I", "join-count z", "clusters", "at random", "island I"):
+        topo.add_column(col, justify="left" if col == "contrast" else "right")
+    for c in result.contrasts:
+        s = c.summary()
+        topo.add_row(
+            c.name,
+            _fmt(s["map_moran_i_unsmoothed"], ".3f"),
+            _fmt(s["join_count_z_unsmoothed"], ".1f"),
+            _fmt(s["n_clusters_unsmoothed"], ".0f"),
+            _fmt(s["n_clusters_random_placement"], ".1f"),
+            _fmt(c.moran_unsmoothed, ".3f"),
+        )
+    console.print(topo)

@@ -75,6 +75,9 @@ class ContrastResult(ContrastMap):
     profiles: pd.DataFrame
     dice: pd.DataFrame
     alternative: str = "greater"
+    topography: pd.DataFrame | None = None
+    cluster_baseline: dict[str, float] = field(default_factory=dict)
+    moran_unsmoothed: float = float("nan")
 
     @property
     def peak_t(self) -> float:
@@ -85,12 +88,19 @@ class ContrastResult(ContrastMap):
         return float(t.max() if self.alternative == "greater" else t[np.argmax(np.abs(t))])
 
     def summary(self) -> dict[str, Any]:
+        topo = self.topography if self.topography is not None else pd.DataFrame()
         return {
             "contrast": self.name,
             "n_significant": self.n_significant,
             "n_clusters": self.n_clusters,
             "peak_t": self.peak_t,
             "mean_moran_i": self.moran_mean,
+            # the measures of topography, always on the unsmoothed map
+            "island_moran_i_unsmoothed": self.moran_unsmoothed,
+            "map_moran_i_unsmoothed": float(topo["moran_i"].mean()) if len(topo) else np.nan,
+            "join_count_z_unsmoothed": float(topo["bb_z"].max()) if len(topo) else np.nan,
+            "n_clusters_unsmoothed": self.cluster_baseline.get("n_clusters", np.nan),
+            "n_clusters_random_placement": self.cluster_baseline.get("n_clusters_random", np.nan),
         }
 
 
@@ -271,6 +281,71 @@ def analyse_anova(
     return AnovaMap(list(anova_conditions), res.f, res.df1, res.df2, res.p, qv, res.preferred, sig)
 
 
+def measure_topography(
+    result: ContrastResult,
+    raw_stats: SufficientStats,
+    conditions: Sequence[str],
+    sheet: Sheet,
+    q: float,
+    alternative: str,
+    fdr_scope: str,
+    connectivity: int,
+    min_cluster: int,
+    permutations: int,
+    seed: int,
+    raw_is_display: bool,
+) -> None:
+    """Fill the contrast's measures of topography, computed on the unsmoothed map.
+
+    Whatever FWHM detected and displays the map, smoothing makes any map autocorrelated, so the
+    whole-map Moran's I per area, the join-count test, the island Moran's I and the cluster count
+    (beside its value under random placement of the same number of units per area) all use the
+    t map of the unsmoothed activations.
+    """
+    from topocli.stats.contrasts import weights_vector
+    from topocli.stats.topography import random_placement_clusters, topography_table
+
+    if raw_is_display:
+        t, sig, moran = result.t, result.significant, result.moran_mean
+    else:
+        n, mean, var = condition_moments(raw_stats)
+        groups = sheet.area if fdr_scope == "area" else None
+        w = weights_vector(result.weights, conditions)
+        raw = contrast_maps(w, n, mean, var, alternative, q, groups)
+        t, sig = raw["t"], raw["significant"]
+        _, _, moran, _ = clusters_with_moran(
+            t, sig, sheet, alternative == "greater", connectivity, min_cluster, permutations, seed
+        )
+    t_measured = np.where(np.isfinite(t), t, np.nan)
+    result.topography = topography_table(t_measured, sig, sheet, connectivity, permutations, seed)
+    result.cluster_baseline = random_placement_clusters(
+        sig, sheet, connectivity, min_cluster, min(99, permutations), seed
+    )
+    result.moran_unsmoothed = moran
+
+
+def warn_if_percolating(
+    name: str, n_significant: int, n_units: int, connectivity: int, top_percent: float
+) -> None:
+    """A TopoWarning when so many units are significant that clusters say little."""
+    import warnings
+
+    from topocli.errors import TopoWarning
+    from topocli.stats.topography import PERCOLATION
+
+    fraction = n_significant / max(n_units, 1)
+    threshold = PERCOLATION[int(connectivity)]
+    if fraction > threshold:
+        warnings.warn(
+            f"{name}: {fraction:.0%} of units are significant, above the {connectivity}-"
+            f"connectivity percolation density ({threshold:.2f}): units placed at random would "
+            "already form one spanning cluster, so cluster counts and Dice are mostly base rate; "
+            f"use a stricter --q or the top-{top_percent:g}% fROIs",
+            TopoWarning,
+            stacklevel=2,
+        )
+
+
 def _stimulus_inputs(stim_set: StimulusSet) -> list[Path]:
     # a manifest: the CSV and every file it references; a folder set: its condition folders
     return stim_set.input_paths()
@@ -355,6 +430,7 @@ def localize(
         transform=transform,
         use_cache=use_cache,
         progress=progress,
+        also_raw=True,
     )
     stats = ext.stats
     stats.metadata.update(
@@ -386,6 +462,12 @@ def localize(
         for name, w in weights.items()
     ]
     require_some_variation(results, stim_set.root)
+    for c in results:
+        measure_topography(
+            c, ext.raw_stats, conditions, sheet, q, alternative, fdr_scope, connectivity,
+            int(min_cluster), int(permutations), seed, raw_is_display=transform is None,
+        )
+        warn_if_percolating(c.name, c.n_significant, sheet.n_units, connectivity, top_percent)
     anova = (
         analyse_anova(anova_conds, stats, conditions, sheet, q, fdr_scope) if anova_conds else None
     )
@@ -463,7 +545,8 @@ def run_localize(
 
     spec = resolve_localizer(localizer)
     opts = {
-        "fwhm_mm": float(_pick(fwhm_mm, spec, "fwhm_mm")),
+        # smoothing is opt-in: the localizer's literature FWHM is recorded, not applied
+        "fwhm_mm": float(fwhm_mm) if fwhm_mm is not None else 0.0,
         "q": _pick(q, spec, "q"),
         "alternative": _pick(alternative, spec, "alternative"),
         "fdr_scope": _pick(fdr_scope, spec, "fdr_scope"),
@@ -512,6 +595,8 @@ def run_localize(
             "model": ctx.model_spec,
             "localizer": spec.name,
             "localizer_file": str(spec.path) if spec.path else None,
+            # the FWHM the localizer's literature smooths at: recorded, applied only on request
+            "literature_fwhm_mm": spec.defaults.get("fwhm_mm"),
             "stimuli": str(stimuli) if stimuli is not None else None,
             "contrast_options": list(contrast) if contrast else None,
             "device": getattr(ctx, "device_name", None),
