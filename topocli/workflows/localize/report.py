@@ -148,10 +148,13 @@ def build_report(result: Any, model_name: str | None, params: Mapping[str, Any])
             "test": f"Welch t, {rp['alternative']}; BH-FDR over the "
             f"{'whole sheet' if rp['fdr_scope'] == 'sheet' else 'units of each area'}, "
             f"q < {rp['q']:g}",
-            "smoothing": "none"
+            "smoothing (detection and display)": "none (FWHM 0 mm)"
             if not rp["fwhm_mm"]
             else f"FWHM {rp['fwhm_mm']:g} mm on per-stimulus activations, "
-            f"{'across areas' if rp['across_areas'] else 'within each area'}",
+            f"{'across areas' if rp['across_areas'] else 'within each area'}; FDR then controls "
+            "false discoveries among smoothed units, and a significant unit may owe its "
+            "significance to its neighbours (spill-over): see docs/concepts.md",
+            "topography measured on": "the unsmoothed map (FWHM 0 mm), whatever the display FWHM",
             "clusters": f">= {rp['min_cluster']} units, {rp['connectivity']}-connectivity; island "
             f"Moran's I with {rp['permutations']} permutations (seed {rp['seed']})",
             "fROIs": f"top {rp['top_percent']:g}% per "
@@ -161,7 +164,23 @@ def build_report(result: Any, model_name: str | None, params: Mapping[str, Any])
         }
     )
     summary = result.summary_table()
-    rep.add_table(summary, "Per contrast: significant units, clusters, peak t, mean Moran's I")
+    rep.add_table(
+        summary,
+        f"Per contrast: detection at FWHM {rp['fwhm_mm']:g} mm (significant units, clusters, "
+        "peak t, mean island Moran's I) and topography on the unsmoothed map",
+    )
+    topo = topography_frame(result)
+    if len(topo):
+        rep.add_section(
+            "Topography (unsmoothed map)",
+            "Per area: whole-map Moran's I of t (queen, row-standardised; permutation p), the "
+            "join-count test of the significant units against random placement of the same "
+            "number in the area (z, p), and the sheet's cluster count beside its mean under "
+            "random placement. Island Moran's I is circular (it is measured inside islands cut "
+            "from the same map), so read it beside these. A significant fraction above the "
+            "percolation density (0.41 for 8-connectivity) makes cluster counts base rate.",
+        )
+        rep.add_table(topo, "Measures of topography per contrast and area (FWHM 0 mm)")
     for c in result.contrasts:
         rep.add_section(f"Contrast {c.name}", _contrast_text(c.weights))
         finite = np.abs(c.t[np.isfinite(c.t)])
