@@ -636,3 +636,36 @@ def test_a_folder_that_is_not_localize_or_screen_is_refused(bert, stimulus_dirs,
     src = _write_source(tmp_path / "x", bert, stimulus_dirs["text"], np.zeros(64), command="info")
     code, _, err = _cli(["intervene", "--from", src, "--out", tmp_path / "iv"], capsys)
     assert code == 2 and "localize or screen" in err
+
+
+def test_targets_are_selected_on_the_even_half_and_measured_on_the_odd(
+    tiny_model_dir, stimulus_dirs, tmp_path, capsys
+):
+    from scipy import stats as sps
+
+    from topocli.stats.suffstats import SufficientStats
+    from topocli.workflows.intervene.readouts import Outcome
+    from topocli.workflows.intervene.run import plan_intervention, selection_t
+    from topocli.workflows.intervene.statistics import Design, per_stimulus_effects
+
+    loc = tmp_path / "loc"
+    argv = ["localize", "--model", str(tiny_model_dir("bert")), "--stimuli"]
+    argv += [str(stimulus_dirs["text"]), "-c", "alpha>beta", "--permutations", "0", "-q"]
+    assert main([*argv, "--out", str(loc)]) == 0
+    plan = plan_intervention(loc, contrast="alpha>beta", dose="10", controls="none")
+    stats = SufficientStats.load(loc / "stats.safetensors")
+    t, note = selection_t(plan, stats.n_units)
+    assert note is None
+    # oracle: Welch t of the even half only (groups 2c + 0), from scipy
+    var = stats.variance()
+    ref = sps.ttest_ind_from_stats(
+        stats.mean[0], np.sqrt(var[0]), stats.count[0],
+        stats.mean[2], np.sqrt(var[2]), stats.count[2], equal_var=False,
+    ).statistic
+    np.testing.assert_allclose(t, ref, rtol=1e-9, atol=1e-12)
+    # the odd half is what the effects are averaged over
+    design = Design(["alpha", "beta"], np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1]), ["alpha"],
+                    ["beta"])
+    outcome = Outcome(cosine=np.full((2, 4), 0.5))
+    _, rows = per_stimulus_effects("fidelity", outcome, None, None, design)
+    assert list(rows) == [1, 3]

@@ -20,6 +20,8 @@ from topocli.errors import TopoInputError
 from topocli.sheet import Sheet
 from topocli.workflows.intervene.targets import Selection, area_bounds
 
+# 100 draws per kind: the smallest permutation p, 1 / (n + 1), is then below 0.01
+DEFAULT_N_CONTROLS = 100
 CONTROL_KINDS = ("random", "distance-matched")
 
 

@@ -86,7 +86,12 @@ import numpy as np
 
 from topocli.errors import TopoInputError
 from topocli.sheet import Sheet
-from topocli.workflows.intervene.controls import CONTROL_KINDS, Control, make_controls
+from topocli.workflows.intervene.controls import (
+    CONTROL_KINDS,
+    DEFAULT_N_CONTROLS,
+    Control,
+    make_controls,
+)
 from topocli.workflows.intervene.perturbations import (
     MODES,
     REPLACE_MODES,
@@ -195,7 +200,7 @@ def plan_intervention(
     dose: str | Sequence[float] | None = None,
     readout: str = "fidelity",
     controls: str = "random,distance-matched",
-    n_controls: int = 50,
+    n_controls: int = DEFAULT_N_CONTROLS,
     probe_classifier: str = "logistic",
 ) -> Plan:
     """Check every option and read the source folder; raise TopoInputError on bad input."""
@@ -207,6 +212,17 @@ def plan_intervention(
     kinds = parse_list(controls, CONTROL_KINDS, "--controls")
     if kinds and (int(n_controls) != n_controls or n_controls < 1):
         raise TopoInputError(f"--n-controls must be an integer >= 1, got {n_controls}")
+    if kinds and 1.0 / (int(n_controls) + 1) >= 0.01:
+        import warnings
+
+        from topocli.errors import TopoWarning
+
+        warnings.warn(
+            f"with {int(n_controls)} controls per kind the smallest possible permutation p is "
+            f"{1.0 / (int(n_controls) + 1):.3g}; pass --n-controls 100 (p >= 0.0099) or more",
+            TopoWarning,
+            stacklevel=2,
+        )
     if probe_classifier not in CLASSIFIERS:
         raise TopoInputError(
             f"unknown --probe-classifier {probe_classifier!r}; choose {', '.join(CLASSIFIERS)}"
@@ -262,13 +278,43 @@ def design_of(stim_set: Any, plan: Plan) -> Design:
             f"{', '.join(conditions)}",
             stim_set.root,
         )
-    others = [c for c, w in plan.weights.items() if w < 0 and c in conditions]
-    if not others:
-        others = [c for c in conditions if c not in targets]
+    # selectivity: the effect on the target against every other condition the stimuli hold,
+    # not only the contrast's negative side
+    others = [c for c in conditions if c not in targets]
     return Design(conditions, stim_set.condition_index(), stim_set.split_index(), targets, others)
 
 
 # ---------------------------------------------------------------------- 2. targets
+def selection_t(plan: Plan, n_units: int) -> tuple[np.ndarray, str | None]:
+    """The contrast's t map that targets are selected on, and a note when it is circular.
+
+    From the results folder's per-(condition, split) statistics: the t of the even half only,
+    so the selection never sees the odd half that the effects are measured on (the folder's own
+    smoothing and pooling are in those statistics). A folder without usable statistics gives
+    its t map of all stimuli, and the note says that selection and measurement then overlap.
+    """
+    from topocli.stats.contrasts import contrast_t, weights_vector
+    from topocli.stats.maps import split_moments
+    from topocli.stats.suffstats import SufficientStats
+
+    results = plan.source.results
+    conditions = plan.source.conditions
+    usable = results.has("stats.safetensors")
+    if usable:
+        results.verify(["stats.safetensors"])
+        stats = SufficientStats.load(results.path("stats.safetensors"))
+        usable = stats.n_units == n_units and stats.n_groups == 2 * len(conditions) > 0
+    if usable and all(c in conditions for c in plan.weights):
+        n, mean, var = split_moments(stats)
+        w = weights_vector(plan.weights, conditions)
+        return contrast_t(w, n[:, 0], mean[:, 0], var[:, 0], "greater").t, None
+    note = (
+        "the results folder has no per-split statistics for this contrast: targets were "
+        "selected on its t map of all stimuli, so selection and measurement (odd half) overlap"
+    )
+    return plan.source.t_map(plan.contrast, n_units), note
+
+
 def select_target(plan: Plan, sheet: Sheet, t: np.ndarray, dose: float) -> Selection:
     """The target units of one dose."""
     if plan.mode == "stimulate":
@@ -351,7 +397,7 @@ def run_intervene(
     readout: str = "fidelity",
     stimuli: Path | None = None,
     controls: str = "random,distance-matched",
-    n_controls: int = 50,
+    n_controls: int = DEFAULT_N_CONTROLS,
     probe_classifier: str = "logistic",
     out_console: Any = None,
 ) -> Path:
@@ -395,9 +441,16 @@ def run_intervene(
         check_identity(plan.source, model, given_spec)
         check_readouts(model, plan.readouts, stim_set.modality, len(design.conditions))
         sheet = model.sheet
-        # 2. targets
-        t = plan.source.t_map(plan.contrast, sheet.n_units)
+        # 2. targets, selected on the even half of the stimuli (measured on the odd half)
+        t, circular = selection_t(plan, sheet.n_units)
+        notes += [circular] if circular else []
         targets = [select_target(plan, sheet, t, d) for d in plan.doses]
+        if plan.cluster is not None:
+            notes.append(
+                f"cluster {plan.cluster} was defined by the results folder on all its stimuli; "
+                "its effects are measured on the odd half only, but the selection is not "
+                "independent of them: confirm with --contrast (selected on the even half)"
+            )
         # 3. controls
         control_sets = []
         for i, target in enumerate(targets):
@@ -449,10 +502,21 @@ def run_intervene(
             extra=_manifest_extra(plan, model, design, results, ref_desc, notes),
             started=started,
         )
+    _warn_notes(notes)
     if not ctx.quiet and out_console is not None:
         print_summary(tables.stats, out_console)
         out_console.print(f"wrote {out}")
     return out
+
+
+def _warn_notes(notes: Sequence[str]) -> None:
+    """Dropped controls, circular selections and changed stimuli: said in the terminal too."""
+    import warnings
+
+    from topocli.errors import TopoWarning
+
+    for note in dict.fromkeys(notes):
+        warnings.warn(note, TopoWarning, stacklevel=3)
 
 
 def _baseline_probe(
@@ -465,16 +529,16 @@ def _baseline_probe(
     batch_size: int,
     seed: int,
 ) -> tuple[Any, np.ndarray | None, Prepared]:
-    """The probe fitted on the even half, its unperturbed predictions, the perturbed stimuli."""
+    """The probe fitted on the even half, its unperturbed predictions, the stimuli to perturb
+    (the odd half)."""
+    # targets are selected on the even half, so only the odd half is perturbed and measured
+    test = np.flatnonzero(design.split == 1)
+    measured = prepare_stimuli(model, stim_set, batch_size, plan.readouts, test)
     if "probe" not in plan.readouts:
-        return None, None, prep
+        return None, None, measured
     train = design.split == 0
     probe = fit_probe(base.final[train], design.condition_index[train], plan.probe_classifier, seed)
-    probe_base = probe.predict(base.final)
-    if plan.readouts == ["probe"]:  # only the test half needs perturbed passes
-        test = np.flatnonzero(design.split == 1)
-        prep = prepare_stimuli(model, stim_set, batch_size, plan.readouts, test)
-    return probe, probe_base, prep
+    return probe, probe.predict(base.final), measured
 
 
 def _target_description(plan: Plan) -> str:

@@ -90,12 +90,13 @@ class DoseResult:
 def per_stimulus_effects(
     readout: str, outcome: Outcome, base: Baseline, probe_base: np.ndarray | None, design: Design
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Effect per (perturbation, stimulus) [M, N] (NaN where not measured) and the rows used."""
-    if readout == "fidelity":
-        return 1.0 - outcome.cosine, np.arange(outcome.cosine.shape[1])
-    if readout == "lm-loss":
-        return outcome.loss - base.loss[None, :], np.arange(outcome.loss.shape[1])
+    """Effect per (perturbation, stimulus) [M, N] (NaN where not measured) and the rows used:
+    the odd half (the targets were selected on the even half)."""
     test = np.flatnonzero(design.split == 1)
+    if readout == "fidelity":
+        return 1.0 - outcome.cosine, test
+    if readout == "lm-loss":
+        return outcome.loss - base.loss[None, :], test
     truth = design.condition_index
     eff = np.full(outcome.predicted.shape, np.nan)
     correct0 = (probe_base == truth).astype(np.float64)
