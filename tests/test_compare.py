@@ -733,3 +733,15 @@ def test_damaged_sheet_only_costs_the_sheet_map(tmp_path):
     result = compare([trained], human_profiles=human, permutations=10, bootstrap=10)
     assert result.models[0].sheet is None
     assert result.models[0].n_units is None
+
+
+def test_the_contrast_weights_baseline_sits_beside_the_model_r(tmp_path):
+    from scipy import stats as sps
+
+    trained, _, human = _small_emfl_like(tmp_path)
+    result = compare([trained], human_profiles=human, permutations=100, bootstrap=10)
+    rows = result.metrics[result.metrics["metric"] == "pearson_r_contrast_weights"]
+    assert len(rows) == len(result.pairs) > 0
+    human_means = [1.0, 0.6, 0.3, 0.1]  # values + 0.1 k, conditions a, b, c, d
+    want = sps.pearsonr([1.0, 0.0, 0.0, -1.0], human_means).statistic  # lang = a - d
+    np.testing.assert_allclose(rows["value"].to_numpy(dtype=float), want, rtol=1e-12)

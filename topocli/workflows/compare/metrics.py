@@ -87,6 +87,41 @@ def profile_rows(pair: Pair, agreement: dict) -> list[dict[str, Any]]:
     return rows
 
 
+def contrast_baseline_row(
+    pair: Pair, model_p: pd.DataFrame, human_p: pd.DataFrame, cmap: Any
+) -> dict[str, Any] | None:
+    """Pearson r between the fROI's own defining contrast weights and the human profile.
+
+    A localizer's fROI responds most to the conditions its contrast weighs positively, so its
+    profile matches a human fROI defined the same way partly by construction: a model r at or
+    below this baseline says nothing about the model.
+    """
+    from scipy import stats as sps
+
+    weights = pair.model.contrasts.get(pair.contrast)
+    if not weights:
+        return None
+    shared = [c for c in model_p.index if c in human_p.index]
+    back = {human: model for model, human in cmap.conditions.items()}
+    w = np.array([float(weights.get(back.get(c, c), 0.0)) for c in shared])
+    h = human_p.loc[shared, "mean"].to_numpy(dtype=float)
+    ok = np.isfinite(h)
+    r = float("nan")
+    if ok.sum() >= 3 and np.ptp(w[ok]) > 0 and np.ptp(h[ok]) > 0:
+        r = float(sps.pearsonr(w[ok], h[ok]).statistic)
+    return metric_row(
+        model=pair.model.label,
+        model_froi=pair.froi,
+        human_froi=pair.target,
+        family="profile",
+        metric="pearson_r_contrast_weights",
+        value=r,
+        n=int(ok.sum()),
+        method="Pearson r of the fROI's defining contrast weights with the human profile "
+        "(the baseline: a model r at or below it says nothing)",
+    )
+
+
 def selectivity_rows(
     pair: Pair, model_p: pd.DataFrame, human_p: pd.DataFrame | None, cmap: ConditionMap
 ) -> list[dict[str, Any]]:

@@ -79,6 +79,7 @@ from topocli.workflows.compare.human_side import (
     parse_map_specs,
 )
 from topocli.workflows.compare.metrics import (
+    contrast_baseline_row,
     metrics_table,
     profile_rows,
     reliability_rows,
@@ -213,6 +214,7 @@ def compare(
     # human names)
     metrics: list[dict[str, Any]] = []
     agreements: dict[tuple[str, str, str], dict] = {}
+    warned_floors: set[int] = set()
     for pair in pairs:
         model_p = in_human_names(model_profile(pair.model, pair.froi), cmap)
         human_p = human.profiles[pair.target]
@@ -221,6 +223,9 @@ def compare(
         )
         agreements[(pair.model.label, pair.froi, pair.target)] = agreement
         metrics.extend(profile_rows(pair, agreement))
+        baseline = contrast_baseline_row(pair, model_p, human_p, cmap)
+        metrics.extend([baseline] if baseline else [])
+        _warn_permutation_floor(agreement, warned_floors)
         metrics.extend(selectivity_rows(pair, model_p, human_p, cmap))
         metrics.extend(reliability_rows(pair, human))
     # spatial statistics: per (model, contrast, human target), then trained vs control
@@ -258,6 +263,27 @@ def compare(
         notes=notes,
         params=params,
     )
+
+
+def _warn_permutation_floor(agreement: dict, warned: set[int]) -> None:
+    """A TopoWarning, once per condition count, when the profile p cannot reach 0.01."""
+    import math
+    import warnings
+
+    from topocli.errors import TopoWarning
+
+    n = int(agreement.get("n_conditions") or 0)
+    if not agreement.get("permutation_exact") or n < 2 or n in warned:
+        return
+    floor = 1.0 / math.factorial(n)
+    if floor > 0.01:
+        warned.add(n)
+        warnings.warn(
+            f"with {n} shared conditions the exact permutation p of a profile correlation "
+            f"cannot go below {floor:.3g} (1/{n}!); map more conditions to test at 0.01",
+            TopoWarning,
+            stacklevel=3,
+        )
 
 
 def _check_options(
