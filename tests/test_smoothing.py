@@ -219,3 +219,29 @@ def test_a_huge_fwhm_averages_each_area_instead_of_allocating_a_huge_kernel():
             sl = sheet.area_slice(k)
             want = np.broadcast_to(x[:, sl].mean(axis=1, keepdims=True), y[:, sl].shape)
             np.testing.assert_allclose(y[:, sl], want)
+
+
+def test_planted_disc_smoothing_finds_it_and_spills_over():
+    """At 8 mm most significant units are spill-over: FDR's 5% does not hold for units."""
+    import numpy as np
+
+    from topocli.sheet import AreaSpec, Sheet
+    from topocli.stats.contrasts import bh_fdr, welch_t
+    from topocli.stats.smoothing import smooth_units
+
+    sheet = Sheet.build([AreaSpec("area", 48 * 48)], "tiled")
+    disc = (sheet.row - 24) ** 2 + (sheet.col - 24) ** 2 <= 36
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 40, sheet.n_units))
+    a[:, disc] += 1.0  # d = 1
+
+    def detect(fwhm):
+        x, y = (smooth_units(v, sheet, fwhm) if fwhm else v for v in (a, b))
+        res = welch_t(40, x.mean(0), x.var(0, ddof=1), 40, y.mean(0), y.var(0, ddof=1))
+        sig = (bh_fdr(res.p) < 0.05) & (res.t > 0)
+        hits = (sig & disc).sum()
+        return 2 * hits / (sig.sum() + disc.sum()), 1 - hits / sig.sum()
+
+    (dice0, fdp0), (dice8, fdp8) = detect(0), detect(8)
+    assert dice0 > 0.85 and fdp0 < 0.15
+    assert dice8 < 0.6 and fdp8 > 0.5
