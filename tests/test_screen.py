@@ -99,7 +99,7 @@ def test_planted_category_clusters_are_found_and_ranked_by_novelty(monkeypatch):
     assert [c.rank for c in res.categories] == [1, 2, 3, 4]
     assert res.categories[-1].name == "drums" or by_name["drums"].n_significant >= 36
     table = res.category_table()
-    assert list(table.columns[:10]) == [
+    assert list(table.columns[:11]) == [
         "category",
         "n_stimuli",
         "n_significant_units",
@@ -109,6 +109,7 @@ def test_planted_category_clusters_are_found_and_ranked_by_novelty(monkeypatch):
         "best_known_match",
         "max_dice",
         "novelty",
+        "novelty_random_placement",
         "rank",
     ]
     # the split-half profile: every category's fROI prefers its own category on held-out data

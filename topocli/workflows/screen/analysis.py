@@ -39,6 +39,7 @@ CATEGORY_COLUMNS = [
     "best_known_match",
     "max_dice",
     "novelty",
+    "novelty_random_placement",
     "rank",
     "mean_t",
     "heldout_effect",
@@ -124,6 +125,8 @@ class CategoryResult(ContrastMap):
     exemplar_rows: list[int] = field(default_factory=list)
     exemplar_scores: list[float] = field(default_factory=list)
     exemplar_units: str = ""
+    novelty_random: float = float("nan")
+    topography: pd.DataFrame | None = None
 
     @property
     def peak_t(self) -> float:
@@ -171,6 +174,7 @@ class ScreenResult:
                 "best_known_match": c.best_known,
                 "max_dice": c.max_dice,
                 "novelty": c.novelty,
+                "novelty_random_placement": c.novelty_random,
                 "rank": c.rank,
                 "mean_t": c.mean_t,
                 "heldout_effect": c.heldout_effect,
@@ -367,8 +371,19 @@ def category_profiles(
     return pd.concat(frames, ignore_index=True)[PROFILE_COLUMNS], responses
 
 
-def score_novelty(results: Sequence[CategoryResult], known: Sequence[Any]) -> pd.DataFrame:
-    """Fill best match, max Dice and novelty of every category; the Dice table (long)."""
+def score_novelty(
+    results: Sequence[CategoryResult],
+    known: Sequence[Any],
+    sheet: Sheet | None = None,
+    placements: int = 99,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Fill best match, max Dice and novelty of every category; the Dice table (long).
+
+    With a ``sheet``, also ``novelty_random``: the novelty the same number of significant units
+    per area would have if they were placed at random (mean over ``placements``), the base rate
+    a novelty must beat: many significant units overlap any known map by chance.
+    """
     from topocli.stats.froi import dice
 
     rows = []
@@ -383,9 +398,28 @@ def score_novelty(results: Sequence[CategoryResult], known: Sequence[Any]) -> pd
             best = int(np.argmax(values))
             r.best_known, r.max_dice = known[best].name, float(values[best])
             r.novelty = 1.0 - r.max_dice
+            if sheet is not None and placements:
+                r.novelty_random = _random_novelty(r.significant, known, sheet, placements, seed)
         else:
             r.best_known, r.max_dice, r.novelty = "", float("nan"), float("nan")
     return pd.DataFrame(rows, columns=["category", "known", "dice"])
+
+
+def _random_novelty(
+    mask: np.ndarray, known: Sequence[Any], sheet: Sheet, placements: int, seed: int
+) -> float:
+    from topocli.stats.froi import dice
+
+    rng = np.random.default_rng([int(seed), int(mask.sum())])
+    novelties = []
+    for _ in range(int(placements)):
+        placed = mask.copy()
+        for k in range(len(sheet.areas)):
+            sl = sheet.area_slice(k)
+            placed[sl] = rng.permutation(placed[sl])
+        best = max(dice(placed, k.significant) for k in known)
+        novelties.append(1.0 - (best if np.isfinite(best) else 0.0))
+    return float(np.mean(novelties))
 
 
 def rank_categories(results: list[CategoryResult], rank_by: str = "units") -> list[CategoryResult]:

@@ -477,6 +477,7 @@ def build_report(result: ScreenResult, model_name: str | None, params: Mapping[s
             "held-out effect": _fmt(c.heldout_effect, ".3g"),
             "closest known localizer": f"{c.best_known or '—'} (Dice {_fmt(c.max_dice, '.2f')})",
             "novelty": _fmt(c.novelty, ".2f"),
+            "novelty of random placement": _fmt(c.novelty_random, ".2f"),
         }
         if c.vs_baseline is not None:
             kv["significant units vs baseline alone"] = int(c.vs_baseline["significant"].sum())
@@ -602,8 +603,9 @@ def print_summary(result: ScreenResult, console: Any, max_rows: int = 20) -> Non
     p = result.params
     table = Table(
         title=f"{len(result.categories)} categor{'y' if len(result.categories) == 1 else 'ies'} "
-        f"ranked; q < {p['q']:g}, clusters >= "
-        f"{p['min_cluster']} units"
+        f"ranked; q < {p['q']:g}, FWHM {p['fwhm_mm']:g} mm, clusters >= "
+        f"{p['min_cluster']} units; 'at random': the novelty of the same number of units "
+        "per area placed at random"
     )
     cols = (
         "rank",
@@ -615,6 +617,7 @@ def print_summary(result: ScreenResult, console: Any, max_rows: int = 20) -> Non
         "Moran's I",
         "closest known (Dice)",
         "novelty",
+        "at random",
     )
     for col in cols:
         table.add_column(
@@ -631,6 +634,7 @@ def print_summary(result: ScreenResult, console: Any, max_rows: int = 20) -> Non
             _fmt(c.moran_mean, ".3f"),
             f"{c.best_known or '—'} ({_fmt(c.max_dice, '.2f')})",
             _fmt(c.novelty, ".2f"),
+            _fmt(c.novelty_random, ".2f"),
         )
     console.print(table)
     if len(result.categories) > max_rows:

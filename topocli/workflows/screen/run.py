@@ -145,7 +145,7 @@ def _finish(
         stats, stim_set.conditions, categories, sheet, opts, reference, baseline
     )
     require_some_variation(results, stim_set.root)
-    dice_table = score_novelty(results, known)
+    dice_table = score_novelty(results, known, sheet, min(99, opts.permutations), opts.seed)
     results = rank_categories(results, opts.rank_by)
     exemplars = pick_exemplars(source, stim_set, results, opts.n_exemplars, transform)
     return results, profiles, dice_table, exemplars
