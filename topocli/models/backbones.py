@@ -1,4 +1,5 @@
-"""Loading a backbone offline: Hugging Face folders and hub ids from the local cache.
+"""Loading a backbone offline: Hugging Face folders, timm-style CNN folders (``config.json`` with
+``"topo_backbone": "timm"``, see :mod:`topocli.models.cnn`) and hub ids from the local cache.
 
 Nothing is downloaded: a hub id resolves only from the local Hugging Face cache. The weights'
 sha256 (cached by path, size and modification time) identifies a backbone in checkpoints and
@@ -128,6 +129,13 @@ def load_backbone(
 
     Returns the model, its processors and the weights' format (see :func:`weights_format`).
     """
+    from topocli.models.cnn import is_timm_folder, load_timm_folder
+
+    if is_timm_folder(path):  # a vision CNN in timm's layout (see topocli.models.cnn)
+        fmt = weights_format(path, allow_pickle)
+        model, processors = load_timm_folder(path, dtype)
+        return model, processors, fmt
+
     import transformers as tf
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -3,10 +3,16 @@
 Blocks are found generically: every ``nn.ModuleList`` whose children are transformer blocks
 (same class, each with a normalisation layer and an attention module) is one *stream*
 (``text``, ``vision`` or ``audio``, from its module path and the model type).
+
+A model without transformer blocks is searched for CNN *stages* (stream ``vision``, layout
+``nchw``): the ``layer1`` .. ``layerN`` of a torchvision / timm ResNet, each stage of a timm
+EfficientNet's ``blocks``, the ``encoder.stages`` of a transformers ResNet / ConvNeXt. A stage's
+units are its output channels, measured by one small recorded forward pass.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,12 +24,17 @@ from topocli.errors import TopoInputError
 
 @dataclass
 class Block:
-    """A recorded transformer block: its module path, stream and width (units)."""
+    """A recorded block: its module path, stream, width (units) and output layout.
+
+    ``layout`` is ``"tokens"`` (``[..., tokens, units]``) or ``"nchw"`` (a CNN stage: units are
+    the channels of ``[batch, channels, height, width]``).
+    """
 
     name: str
     module: nn.Module
     stream: str
     n_units: int
+    layout: str = "tokens"
 
 
 def _norm_width(block: nn.Module) -> int | None:
@@ -81,8 +92,110 @@ def discover_blocks(model: nn.Module) -> list[Block]:
             found.append(Block(f"{path}.{i}", child, stream, int(widths[i])))
         claimed.append(path)
     if not found:
-        raise TopoInputError(f"found no transformer block stacks in this {model_type} model")
+        found = discover_cnn_stages(model)
+    if not found:
+        raise TopoInputError(
+            f"found no transformer block stacks and no CNN stages in this {model_type} model"
+        )
     return found
+
+
+_STAGE_LISTS = ("stages", "blocks", "layers")
+_LAYER_NAME = re.compile(r"layer(\d+)$")
+
+
+def _has_conv(mod: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in mod.modules())
+
+
+def discover_cnn_stages(model: nn.Module) -> list[Block]:
+    """CNN stages as areas: ``layer1..N`` siblings, or a ``stages`` / ``blocks`` / ``layers``
+    list whose every child holds a convolution. Widths come from a recorded forward pass."""
+    candidates: list[tuple[str, nn.Module]] = []
+    claimed: list[str] = []
+
+    def free(path: str) -> bool:
+        return not any(path == c or path.startswith(c + ".") for c in claimed)
+
+    for path, mod in model.named_modules():
+        if not free(path):
+            continue
+        # torchvision / timm ResNet: sibling stages named layer1, layer2, ...
+        layers = sorted(
+            (int(m.group(1)), name, child)
+            for name, child in mod.named_children()
+            if (m := _LAYER_NAME.match(name)) and _has_conv(child)
+        )
+        if len(layers) >= 2:
+            prefix = f"{path}." if path else ""
+            for _, name, child in layers:
+                candidates.append((prefix + name, child))
+                claimed.append(prefix + name)
+            continue
+        leaf = path.rsplit(".", 1)[-1]
+        if (
+            isinstance(mod, (nn.ModuleList, nn.Sequential))
+            and leaf in _STAGE_LISTS
+            and len(mod) >= 2
+            and all(_has_conv(child) for child in mod)
+        ):
+            for i, child in enumerate(mod):
+                candidates.append((f"{path}.{i}", child))
+            claimed.append(path)
+    if not candidates:
+        return []
+    widths = _probe_channels(model, [m for _, m in candidates])
+    return [
+        Block(name, mod, "vision", int(w), "nchw")
+        for (name, mod), w in zip(candidates, widths)
+        if w
+    ]
+
+
+def _last_out_channels(mod: nn.Module) -> int | None:
+    width = None
+    for m in mod.modules():
+        if isinstance(m, nn.Conv2d):
+            width = m.out_channels
+    return width
+
+
+def _probe_channels(model: nn.Module, modules: list[nn.Module], size: int = 64) -> list[int]:
+    """Output channels of each module from one forward pass of a blank image (eval mode),
+    or the last convolution's output channels where the pass fails."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    param = next(model.parameters(), None)
+    fallback = [_last_out_channels(m) or 0 for m in modules]
+    if first is None or param is None:
+        return fallback
+    seen: dict[int, int] = {}
+
+    def make(k: int):
+        def hook(_m, _i, out):
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            if isinstance(out, torch.Tensor) and out.ndim == 4:
+                seen[k] = int(out.shape[1])
+
+        return hook
+
+    handles = [m.register_forward_hook(make(k)) for k, m in enumerate(modules)]
+    modes = {m: m.training for m in model.modules()}
+    x = torch.zeros(1, first.in_channels, size, size, dtype=param.dtype, device=param.device)
+    try:
+        model.eval()
+        with torch.no_grad():
+            try:
+                model(pixel_values=x)
+            except TypeError:
+                model(x)
+    except Exception:  # noqa: BLE001 - an odd forward: fall back to the convolutions
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    return [seen.get(k, fallback[k]) for k in range(len(modules))]
 
 
 def default_stages(streams: Sequence[str], dual_encoder: bool) -> list[list[str]]:

@@ -1,5 +1,8 @@
 """TopoModel: a Hugging Face backbone plus a sheet, read and changed through named hook points.
 
+CNN stages (layout ``nchw``) are areas too: their units are channels, ``W`` mixes channels (a
+1x1 convolution), edits see ``Z`` channels-last and pooling averages over the H x W positions.
+
 Blocks are found by :mod:`topocli.models.blocks`, backbones loaded by
 :mod:`topocli.models.backbones`. Each recorded block is an *area* of the sheet. After a recorded
 block runs, its hook point does, in order:
@@ -128,6 +131,13 @@ def _split_output(output):
     raise TypeError(f"cannot read block output of type {type(output)}")
 
 
+def _channels_last(x: torch.Tensor, put):
+    """[B, C, H, W] as a [B, H, W, C] view, and a ``put`` taking channels-last back to NCHW."""
+    if x.ndim != 4:
+        raise TypeError(f"a CNN stage gave activations of shape {tuple(x.shape)}, not NCHW")
+    return x.permute(0, 2, 3, 1), lambda h: put(h.permute(0, 3, 1, 2))
+
+
 class TopoModel(nn.Module):
     """A backbone with a sheet and hook points on its recorded blocks."""
 
@@ -177,10 +187,16 @@ class TopoModel(nn.Module):
     def _make_hook(self, k: int):
         hook_point = self.hook_points[self.blocks[k].name]
 
+        nchw = self.blocks[k].layout == "nchw"
+
         def hook(_module, _inputs, output):
             if self._bypass:
                 return output
             x, put = _split_output(output)
+            if nchw:
+                # a CNN stage: units are channels; Z = X W mixes channels (a 1x1 convolution),
+                # seen channels-last [B, H, W, C] so that edits index units on the last axis
+                x, put = _channels_last(x, put)
             adaptor = self.adaptors[k] if self.mode == "adaptor" else None
             identity = adaptor is None or adaptor.passes_through()
             training = torch.is_grad_enabled() and (
@@ -207,6 +223,8 @@ class TopoModel(nn.Module):
     def _pool(self, z: torch.Tensor) -> torch.Tensor:
         if z.ndim == 2:  # flattened tokens of one item (e.g. packed vision patches)
             z = z.unsqueeze(0)
+        if z.ndim == 4:  # a CNN stage, channels-last: positions H x W are the tokens
+            z = z.flatten(1, 2)
         mask = next((m for m in self._masks if m.shape == z.shape[:2]), None)
         if mask is None:
             mask = torch.ones(z.shape[:2], dtype=torch.bool, device=z.device)
@@ -337,7 +355,7 @@ def build_topo_model(
         "base_path": str(path),
         "revision": revision_of(path),
         "weights_sha256": weights_fingerprint(path),
-        "model_type": backbone.config.model_type,
+        "model_type": getattr(backbone.config, "model_type", type(backbone).__name__),
         "adaptor_noise": adaptor_noise if mode == "adaptor" else 0.0,
         "seed": seed,
         "trust_remote_code": trust_remote_code,
