@@ -341,6 +341,14 @@ def _limits(result: CompareResult) -> list[str]:
             f"Every model compared is a non-topographic control ({', '.join(controls)}): "
             "untrained adaptors, no spatial loss."
         )
+    if controls and trained:
+        out.append(
+            "Adaptors are invertible, so a trained model and its identity-adaptor control "
+            "compute the same function: their fROI profiles (and so their profile "
+            "correlations with the human data) agree by construction up to the units each "
+            "fROI selects; only the unit basis differs, so only spatial statistics (Moran's I, "
+            "islands) and interventions can tell them apart (docs/concepts.md)."
+        )
     for model in result.models:
         asked = model.parameters.get("model", "?")
         if model.is_control and asked in (None, "", "minilm"):
