@@ -158,7 +158,10 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint(
-    folder: str | Path, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False
+    folder: str | Path,
+    dtype: torch.dtype = torch.float32,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
 ) -> TopoModel:
     """Rebuild a TopoModel from a checkpoint folder, checking the base weights' hash."""
     folder = Path(folder)
@@ -181,6 +184,7 @@ def load_checkpoint(
         seed=meta.get("seed", 0),
         dtype=dtype,
         trust_remote_code=trust_remote_code,
+        allow_pickle=allow_pickle,
         sheet=sheet,
         sheet_source=folder / SHEET_FILE,
     )
@@ -218,6 +222,8 @@ def model_identity(model: TopoModel) -> dict:
         "areas": [b.name for b in model.blocks],
         "sheet": model.sheet.describe(),
         "adaptor_sha256": adaptor_fingerprint(model),
+        # pickle weights are loaded only with --allow-pickle (torch.load weights_only=True)
+        "weights_format": src.get("weights_format", "safetensors"),
     }
 
 
