@@ -74,3 +74,25 @@ def test_random_placement_is_the_base_rate_beside_a_cluster_count():
     spread = random_placement_clusters(dense, sheet, 8, 8, permutations=19, seed=0)
     assert spread["n_clusters_random"] <= 2.5 and spread["largest_random"] > 150
     assert percolates(0.6) and not percolates(0.3) and PERCOLATION[8] < 0.41 < PERCOLATION[4]
+
+
+def test_a_smooth_map_beats_its_noise_control_and_two_noise_maps_do_not():
+    from scipy.ndimage import gaussian_filter
+
+    from topocli.stats.topography import compare_topography, topography_table
+
+    sheet = _sheet()
+    rng = np.random.default_rng(2)
+    grid = gaussian_filter(rng.normal(size=sheet.grid_shape), 2.0)
+    smooth = grid[sheet.row, sheet.col]
+    noise, noise2 = rng.normal(size=(2, sheet.n_units))
+    sig = np.zeros(sheet.n_units, bool)
+
+    def table(values):
+        return topography_table(values, sig, sheet, permutations=199, seed=0)
+
+    trained = compare_topography(table(smooth), table(noise))
+    assert trained["moran_i_trained"] > 0.5 > abs(trained["moran_i_control"])
+    assert trained["z"] > 5 and trained["p"] < 1e-6 and trained["n_areas"] == 2
+    null = compare_topography(table(noise2), table(noise))
+    assert abs(null["z"]) < 3

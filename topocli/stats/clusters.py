@@ -226,19 +226,26 @@ def _moran(
     wmat: sparse.csr_matrix,
     permutations: int,
     rng: np.random.Generator,
+    null_sd: list | None = None,
 ) -> tuple[float, float]:
-    """Moran's I and one-sided permutation p of ``values`` under weights ``wmat``."""
+    """Moran's I and one-sided permutation p of ``values`` under weights ``wmat``.
+
+    ``null_sd``, a list, receives the SD of I over the permutations (NaN without them).
+    """
     n = values.size
     s0 = wmat.sum()
     z = values - values.mean()
     zz = float(z @ z)
     spread = float(np.ptp(values)) if n else 0.0
+    if null_sd is not None:
+        null_sd.append(float("nan"))
     if n < 2 or s0 == 0 or spread <= 1e-12 * float(np.abs(values).max()):
         return float("nan"), float("nan")
     scale = n / s0 / zz
     i_obs = float(scale * (z @ (wmat @ z)))
     if permutations <= 0:
         return i_obs, float("nan")
+    total, total_sq = 0.0, 0.0
     block = max(1, min(permutations, _BLOCK_ELEMENTS // max(n, 1)))
     base = np.tile(np.arange(n), (block, 1))
     n_ge = 0
@@ -251,7 +258,12 @@ def _moran(
         lag = (wmat @ zp.T).T  # (m, n)
         i_perm = scale * np.einsum("ij,ij->i", zp, lag)
         n_ge += int(np.count_nonzero(i_perm >= i_obs - tol))
+        total += float(i_perm.sum())
+        total_sq += float((i_perm**2).sum())
         done += m
+    if null_sd is not None and permutations > 1:
+        mean = total / permutations
+        null_sd[-1] = float(np.sqrt(max(total_sq / permutations - mean**2, 0.0)))
     return i_obs, (1 + n_ge) / (permutations + 1)
 
 
