@@ -607,3 +607,38 @@ def test_planted_hook_edit_on_a_real_model_is_recovered(tiny_model_dir, tmp_path
     for _, rows in prof.groupby("split_direction"):
         r = rows.set_index("condition")["response_mean"]
         assert r["on"] - r["off"] == pytest.approx(3.0, rel=0.05)  # fROI = the 8 blob units
+
+
+def test_control_runs_the_identity_adaptor_twin_and_tests_trained_vs_control(
+    tiny_model_dir, stimulus_dirs, tmp_path, capsys
+):
+    from topocli.cli import main
+    from topocli.models.checkpoint import save_checkpoint
+    from topocli.models.topo_model import build_topo_model
+
+    trained = build_topo_model(tiny_model_dir("bert"), mode="adaptor", adaptor_noise=0.3)
+    ckpt = save_checkpoint(trained, tmp_path / "ckpt")
+    out = tmp_path / "loc"
+    argv = ["localize", "--model", str(ckpt), "--stimuli", str(stimulus_dirs["text"])]
+    argv += ["-c", "alpha>beta", "--permutations", "19", "--control", "--out", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "trained vs identity-adaptor control" in capsys.readouterr().out
+    table = pd.read_csv(out / "control.csv")
+    assert list(table["contrast"]) == ["alpha>beta"]
+    assert table["n_areas"].iloc[0] == len(trained.sheet.areas)
+    manifest = read_manifest(out, verify=True)
+    ctl = manifest["extra"]["control"]["model"]
+    assert ctl["name"] == "ckpt-control"
+    assert ctl["weights_sha256"] == trained.source["weights_sha256"]
+    assert ctl["adaptor_sha256"] != manifest["extra"]["model"]["adaptor_sha256"]
+    # the control's own topography, on the same sheet, beside the trained one's
+    both = pd.read_csv(out / "topography.csv"), pd.read_csv(out / "control_topography.csv")
+    assert [len(t) for t in both] == [len(trained.sheet.areas)] * 2
+    # a model that is itself a control has nothing to be compared with: a warning, no table
+    out2 = tmp_path / "loc2"
+    argv2 = ["localize", "--model", "minilm-control", "--stimuli", str(stimulus_dirs["text"])]
+    argv2 += ["-c", "alpha>beta", "--permutations", "0", "--control", "-q", "--out", str(out2)]
+    capsys.readouterr()
+    assert main(argv2) == 0
+    assert "itself a non-topographic control" in capsys.readouterr().err
+    assert not (out2 / "control.csv").exists()

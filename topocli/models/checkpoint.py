@@ -235,3 +235,31 @@ def adaptor_fingerprint(model: TopoModel) -> str:
         h.update(name.encode())
         h.update(w.float().numpy().tobytes())
     return h.hexdigest()
+
+
+def identity_control(model: TopoModel) -> TopoModel | None:
+    """The model's non-topographic control: the same base, areas and sheet, untrained.
+
+    Adaptor mode: identity adaptors (W = I, so the sheet reads the base units as they are);
+    direct mode: the base model's own (untrained) blocks. None when ``model`` is already a
+    control (an adaptor model that no training touched).
+    """
+    src = model.source
+    if model.mode == "adaptor" and not src.get("checkpoint"):
+        return None
+    base = src.get("base_path") or _base_location(str(src.get("base_model")))
+    control = build_topo_model(
+        base,
+        mode=model.mode,
+        areas=[b.name for b in model.blocks],
+        adaptor_noise=0.0,
+        seed=int(src.get("seed", 0)),
+        dtype=next(model.backbone.parameters()).dtype,
+        trust_remote_code=bool(src.get("trust_remote_code", False)),
+        sheet=model.sheet,
+        allow_pickle=src.get("weights_format") == "pickle",
+    )
+    control.source["base_model"] = src.get("base_model")
+    name = src.get("name") or Path(str(src.get("checkpoint") or "model")).name
+    control.source["name"] = f"{name}-control" if name != "minilm" else "minilm-control"
+    return control.to(model.device)

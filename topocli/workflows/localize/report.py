@@ -181,6 +181,8 @@ def build_report(result: Any, model_name: str | None, params: Mapping[str, Any])
             "percolation density (0.41 for 8-connectivity) makes cluster counts base rate.",
         )
         rep.add_table(topo, "Measures of topography per contrast and area (FWHM 0 mm)")
+    if result.control_comparison is not None:
+        _control_section(rep, result, sheet)
     for c in result.contrasts:
         rep.add_section(f"Contrast {c.name}", _contrast_text(c.weights))
         finite = np.abs(c.t[np.isfinite(c.t)])
@@ -260,6 +262,35 @@ def build_report(result: Any, model_name: str | None, params: Mapping[str, Any])
     return rep
 
 
+def _p_text(p: float) -> str:
+    """A p value as text; below float64's reach of the normal tail it is a bound, not 0."""
+    return "< 1e-15" if np.isfinite(p) and p < 1e-15 else _fmt(p, ".2g")
+
+
+def _control_section(rep: Any, result: Any, sheet: Any) -> None:
+    """Trained beside its identity-adaptor control: maps on one scale, the test, the caveat."""
+    from topocli.reporting.plotting import plot_sheet_maps
+
+    rep.add_section(
+        "Trained vs non-topographic control",
+        "The control is the same base model with identity adaptors, localized on the same "
+        "stimuli with the same options. Adaptors are invertible, so both compute the same "
+        "function: their profiles agree by construction and only the unit basis differs. The "
+        "test compares each area's whole-map Moran's I (unsmoothed) with its null (positions "
+        "permuted within the area) on both sides; the areas, not islands, are the samples.",
+    )
+    rep.add_table(result.control_comparison, "Trained vs control, unsmoothed maps")
+    for c, k in zip(result.contrasts, result.control.contrasts, strict=True):
+        fig = plot_sheet_maps(
+            [(c.t, f"{c.name}: trained"), (k.t, f"{c.name}: control")],
+            sheet,
+            ncols=2,
+            shared_scale=True,
+            colorbar_label="t",
+        )
+        rep.add_figure(fig, f"Welch t of {c.name}, trained and control on one colour scale.")
+
+
 def write_localize_results(
     rf: Any, result: Any, model: Any, params: Mapping[str, Any]
 ) -> None:
@@ -286,6 +317,9 @@ def write_localize_results(
     rf.write_csv("dice.csv", pd.concat([c.dice for c in result.contrasts]))
     rf.write_csv("conditions.csv", counts_table(result))
     rf.write_csv("topography.csv", topography_frame(result))
+    if result.control_comparison is not None:
+        rf.write_csv("control.csv", result.control_comparison)
+        rf.write_csv("control_topography.csv", topography_frame(result.control))
     rf.write_sheet_nifti("tmap.nii.gz", np.stack([c.t for c in result.contrasts]), sheet, names)
     rf.write_sheet_nifti("qmap.nii.gz", np.stack([c.q for c in result.contrasts]), sheet, names)
     if result.anova is not None:
@@ -322,6 +356,12 @@ def write_localize_results(
             "stats_groups": "2*condition+split",
             "cache_key": result.cache_key,
             "from_cache": result.from_cache,
+            "control": None
+            if result.control is None
+            else {
+                "model": model_identity(result.control_model) if result.control_model else None,
+                "comparison": result.control_comparison.to_dict(orient="records"),
+            },
             "summary": result.summary_table().to_dict(orient="records"),
         },
     )
@@ -356,3 +396,18 @@ def print_summary(result: Any, console: Any) -> None:
             _fmt(c.moran_unsmoothed, ".3f"),
         )
     console.print(topo)
+    if result.control_comparison is not None:
+        ctl = Table(title="trained vs identity-adaptor control (unsmoothed; areas as samples)")
+        for col in ("contrast", "map I trained", "map I control", "z", "p", "join z t / c"):
+            ctl.add_column(col, justify="left" if col == "contrast" else "right")
+        for _, r in result.control_comparison.iterrows():
+            ctl.add_row(
+                str(r["contrast"]),
+                _fmt(r["map_moran_i_trained"], ".3f"),
+                _fmt(r["map_moran_i_control"], ".3f"),
+                _fmt(r["map_moran_i_difference_z"], ".1f"),
+                _p_text(r["map_moran_i_difference_p"]),
+                f"{_fmt(r['join_count_z_trained'], '.1f')} / "
+                f"{_fmt(r['join_count_z_control'], '.1f')}",
+            )
+        console.print(ctl)

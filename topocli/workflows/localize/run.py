@@ -152,6 +152,9 @@ class LocalizeResult:
     cache_key: str | None = None
     from_cache: bool = False
     stimulus_inputs: list[Path] = field(default_factory=list)
+    control: LocalizeResult | None = None
+    control_comparison: pd.DataFrame | None = None
+    control_model: Any = None
 
     def summary_table(self) -> pd.DataFrame:
         return pd.DataFrame([c.summary() for c in self.contrasts])
@@ -279,6 +282,59 @@ def analyse_anova(
     with np.errstate(invalid="ignore"):
         sig = np.isfinite(qv) & (qv < q)
     return AnovaMap(list(anova_conditions), res.f, res.df1, res.df2, res.p, qv, res.preferred, sig)
+
+
+def control_run(
+    model: Any, stim_set: StimulusSet, contrasts: Any, wanted: bool, progress: Any, **options
+) -> LocalizeResult | None:
+    """The same localizer on the model's non-topographic control (None when not wanted)."""
+    if not wanted:
+        return None
+    from topocli.models.checkpoint import identity_control
+
+    twin = identity_control(model)
+    if twin is None:
+        import warnings
+
+        from topocli.errors import TopoWarning
+
+        warnings.warn(
+            "--control: this model is itself a non-topographic control (untrained adaptors); "
+            "nothing to compare it with",
+            TopoWarning,
+            stacklevel=2,
+        )
+        return None
+    result = localize(twin, stim_set, contrasts, progress=progress, **options)
+    result.control_model = twin
+    return result
+
+
+def control_comparison(result: LocalizeResult, twin: LocalizeResult) -> pd.DataFrame:
+    """Per contrast: trained vs control topography on the unsmoothed maps, and the test."""
+    from topocli.stats.topography import compare_topography
+
+    rows = []
+    for c, k in zip(result.contrasts, twin.contrasts, strict=True):
+        test = compare_topography(c.topography, k.topography)
+        mine, theirs = c.summary(), k.summary()
+        rows.append(
+            {
+                "contrast": c.name,
+                "map_moran_i_trained": test["moran_i_trained"],
+                "map_moran_i_control": test["moran_i_control"],
+                "map_moran_i_difference_z": test["z"],
+                "map_moran_i_difference_p": test["p"],
+                "n_areas": test["n_areas"],
+                "join_count_z_trained": mine["join_count_z_unsmoothed"],
+                "join_count_z_control": theirs["join_count_z_unsmoothed"],
+                "island_moran_i_trained": c.moran_unsmoothed,
+                "island_moran_i_control": k.moran_unsmoothed,
+                "n_significant_trained": c.n_significant,
+                "n_significant_control": k.n_significant,
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def measure_topography(
@@ -533,8 +589,14 @@ def run_localize(
     cache: bool = True,
     out_console: Any = None,
     froi_areas: str = "each",
+    control: bool | None = None,
 ) -> Path:
     """``topo localize``: run a localizer on ``ctx``'s model and write a results folder.
+
+    ``control`` also localizes the model's non-topographic control (the same base with
+    identity adaptors, :func:`topocli.models.checkpoint.identity_control`) on the same stimuli
+    and options, and tests trained against control on the unsmoothed maps; None: on for the
+    shipped default (one more pass over the stimuli: a few seconds on MiniLM), off otherwise.
 
     Options left as None take the localizer file's defaults, then the built-in ones
     (:data:`DEFAULTS`). Returns the results folder's path.
@@ -591,6 +653,16 @@ def run_localize(
                 pooling=pooling,
                 **opts,
             )
+            if control is None:
+                control = ctx.model_spec in (None, "", "minilm")
+            twin = control_run(
+                model, stim_set, contrasts, control, progress, across_areas=across_areas,
+                froi_areas=froi_areas, seed=int(ctx.seed), batch_size=int(ctx.batch_size),
+                use_cache=cache, anova_conditions=anova, pooling=pooling, **opts,
+            )
+        if twin is not None:
+            result.control, result.control_model = twin, twin.control_model
+            result.control_comparison = control_comparison(result, twin)
         params = {
             "model": ctx.model_spec,
             "localizer": spec.name,
