@@ -745,3 +745,17 @@ def test_the_contrast_weights_baseline_sits_beside_the_model_r(tmp_path):
     human_means = [1.0, 0.6, 0.3, 0.1]  # values + 0.1 k, conditions a, b, c, d
     want = sps.pearsonr([1.0, 0.0, 0.0, -1.0], human_means).statistic  # lang = a - d
     np.testing.assert_allclose(rows["value"].to_numpy(dtype=float), want, rtol=1e-12)
+
+
+def test_folders_made_with_different_settings_are_flagged(tmp_path):
+    from topocli.errors import TopoWarning
+
+    trained, control, human = _small_emfl_like(tmp_path)
+    manifest = json.loads((control / "manifest.json").read_text())
+    manifest["parameters"]["fwhm_mm"] = 8.0
+    (control / "manifest.json").write_text(json.dumps(manifest))
+    manifest = json.loads((trained / "manifest.json").read_text())
+    manifest["parameters"]["fwhm_mm"] = 0.0
+    (trained / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.warns(TopoWarning, match="fwhm_mm 0.0 vs 8.0"):
+        compare([trained, control], human_profiles=human, permutations=10, bootstrap=10)

@@ -516,3 +516,18 @@ def test_a_cached_rerun_gives_the_same_statistics_and_final_reps(tiny_model_dir,
     assert first.stats == again.stats  # bit for bit: float16 rounding and batch order replayed
     np.testing.assert_array_equal(first.final, again.final)
     np.testing.assert_array_equal(first.source.array, again.source.array)
+
+
+def test_a_known_folder_made_with_other_settings_is_flagged(
+    tiny_model_dir, stimulus_dirs, tmp_path
+):
+    from topocli.errors import TopoWarning
+    from topocli.workflows.screen.known import read_known_folder
+
+    bert = tiny_model_dir("bert")
+    known_dir = _localize_folder(bert, stimulus_dirs["text"], tmp_path / "loc")
+    from topocli.models.topo_model import build_topo_model
+
+    model = build_topo_model(bert, mode="direct")
+    with pytest.warns(TopoWarning, match="fwhm_mm 4.0 vs 0.0"):
+        read_known_folder(known_dir, model, model.sheet, ScreenOptions(fwhm_mm=4.0))

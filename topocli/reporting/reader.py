@@ -252,6 +252,39 @@ def _read_csv(path: Path, what: str, nrows: int | None = None) -> pd.DataFrame:
         raise TopoInputError(f"cannot read {what} ({error.strerror})", path) from None
 
 
+# what makes two folders' maps comparable, besides the model
+ANALYSIS_KEYS = ("fwhm_mm", "across_areas", "pooling", "q", "fdr_scope", "alternative")
+
+
+def analysis_differences(
+    a: Mapping[str, Any], b: Mapping[str, Any], keys: Sequence[str] = ANALYSIS_KEYS
+) -> list[str]:
+    """``key a vs b`` for each analysis setting two parameter sets record differently.
+
+    A setting one side does not record is not a difference (older folders, other commands).
+    """
+    out = []
+    for key in keys:
+        if key in a and key in b and to_jsonable(a[key]) != to_jsonable(b[key]):
+            out.append(f"{key} {a[key]!r} vs {b[key]!r}")
+    return out
+
+
+def warn_if_incomparable(what: str, differences: Sequence[str]) -> None:
+    """A one-line TopoWarning naming the settings in which combined folders differ."""
+    if differences:
+        import warnings
+
+        from topocli.errors import TopoWarning
+
+        warnings.warn(
+            f"{what} were made with different settings ({'; '.join(differences)}): their maps "
+            "are not comparable unit for unit; rerun them with the same options",
+            TopoWarning,
+            stacklevel=3,
+        )
+
+
 def _contrast_column(columns: Sequence[str]) -> str | None:
     names = [str(c).strip() for c in columns]
     return "contrast" if "contrast" in names else "category" if "category" in names else None

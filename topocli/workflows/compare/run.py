@@ -164,6 +164,13 @@ def compare(
     # model results folders
     models = [load_model_results(d) for d in model_dirs]
     unique_labels(models)
+    from topocli.reporting.reader import analysis_differences, warn_if_incomparable
+
+    for other in models[1:]:  # a trained model and its control must share the analysis
+        warn_if_incomparable(
+            f"--model-results {models[0].path} and {other.path}",
+            analysis_differences(models[0].parameters, other.parameters),
+        )
     # the human fROIs and islands follow the model's method (fROI size, FDR level, minimum
     # island size, Moran permutations) unless told otherwise
     first = models[0].parameters

@@ -147,7 +147,9 @@ def builtin_known_maps(
     return known, notes
 
 
-def read_known_folder(folder: str | Path, model: Any, sheet: Sheet) -> list[KnownMap]:
+def read_known_folder(
+    folder: str | Path, model: Any, sheet: Sheet, opts: ScreenOptions | None = None
+) -> list[KnownMap]:
     """Significance maps of a localize or screen results folder made on the same model.
 
     The folder's ``manifest.json`` must record a model identity equal to ``model``'s (base
@@ -155,10 +157,17 @@ def read_known_folder(folder: str | Path, model: Any, sheet: Sheet) -> list[Know
     map per contrast (a screen's categories against their rest) from its ``significant`` column.
     """
     from topocli.models.checkpoint import model_identity
-    from topocli.reporting.reader import read_results
+    from topocli.reporting.reader import analysis_differences, read_results, warn_if_incomparable
 
     results = read_results(folder)
     results.require_same_model(model_identity(model), "localize it again on this model")
+    if opts is not None:
+        mine = {k: getattr(opts, k) for k in ("fwhm_mm", "across_areas", "pooling", "q")}
+        mine["fdr_scope"] = opts.fdr_scope
+        warn_if_incomparable(
+            f"this screen and --known {results.root}",
+            analysis_differences(mine, results.parameters),
+        )
     df = results.unit_maps(("unit", "significant"))
     units = results.path("units.csv")
     label = results.localizer or results.root.name

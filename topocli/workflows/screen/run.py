@@ -392,7 +392,7 @@ def run_screen(
         timings["load_model"] = t1 - t0
         known: list[KnownMap] = []
         for folder in known_dirs:
-            known.extend(read_known_folder(folder, model, model.sheet))
+            known.extend(read_known_folder(folder, model, model.sheet, opts))
         notes: list[str] = []
         with ctx.progress() as progress:
             if builtin_known:
