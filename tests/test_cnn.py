@@ -308,3 +308,16 @@ def test_real_efficientnet_lite0_top1(tmp_path):
     top1 = bare_logits.argmax(1).tolist()
     assert 281 <= top1[0] <= 285  # a domestic cat
     assert top1[1] in (504, 967, 968)  # coffee mug, espresso, cup
+
+
+def test_the_final_representation_of_a_feature_map_is_its_spatial_mean():
+    from types import SimpleNamespace
+
+    import torch
+
+    from topocli.models.inputs import final_representation
+
+    hidden = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
+    out = final_representation(SimpleNamespace(last_hidden_state=hidden), [])
+    assert out.shape == (2, 3)
+    torch.testing.assert_close(out, hidden.mean((2, 3)))

@@ -33,7 +33,15 @@ SHEET_FILE = "sheet.safetensors"
 
 
 def _base_location(base: str) -> str | Path:
-    return embedded_base_path() if base == EMBEDDED_BASE else base
+    """Where a checkpoint's base model is on this machine (packaged ones by name)."""
+    if base == EMBEDDED_BASE:
+        return embedded_base_path()
+    if base.startswith("package:"):
+        from topocli.models.packaged import PACKAGED, ensure_converted
+
+        if base.removeprefix("package:") in PACKAGED:
+            return ensure_converted(base.removeprefix("package:"))
+    return base
 
 
 def save_checkpoint(

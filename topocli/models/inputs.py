@@ -137,6 +137,8 @@ def final_representation(output, masks: list) -> torch.Tensor:
         if pooled is not None:
             return pooled.float()
         raise TopoInputError("cannot find a final representation in this model's output")
+    if hidden.ndim == 4:  # a CNN's feature map [B, C, H, W]: the mean over space
+        return hidden.float().mean((2, 3))
     mask = next((m for m in masks if m.shape == hidden.shape[:2]), None)
     if mask is None:
         return hidden.float().mean(1)

