@@ -531,3 +531,18 @@ def test_a_known_folder_made_with_other_settings_is_flagged(
     model = build_topo_model(bert, mode="direct")
     with pytest.warns(TopoWarning, match="fwhm_mm 4.0 vs 0.0"):
         read_known_folder(known_dir, model, model.sheet, ScreenOptions(fwhm_mm=4.0))
+
+
+def test_topography_is_measured_unsmoothed_whatever_the_display_fwhm(
+    tiny_model_dir, stimulus_dirs, tmp_path, capsys
+):
+    argv = ["screen", "--model", str(tiny_model_dir("bert")), "--stimuli"]
+    argv += [str(stimulus_dirs["text"]), "--no-builtin-known", "--permutations", "19", "-q"]
+    tables = []
+    for fwhm in ("0", "3"):
+        out = tmp_path / f"s{fwhm}"
+        assert main([*argv, "--fwhm-mm", fwhm, "--out", str(out)]) == 0, capsys.readouterr().err
+        tables.append(pd.read_csv(out / "topography.csv"))
+    raw, smoothed = tables
+    assert len(raw) and (raw["map_fwhm_mm"] == 0).all() and (smoothed["map_fwhm_mm"] == 0).all()
+    pd.testing.assert_frame_equal(raw, smoothed)

@@ -127,6 +127,7 @@ class CategoryResult(ContrastMap):
     exemplar_units: str = ""
     novelty_random: float = float("nan")
     topography: pd.DataFrame | None = None
+    moran_unsmoothed: float = float("nan")
 
     @property
     def peak_t(self) -> float:
@@ -175,6 +176,9 @@ class ScreenResult:
                 "max_dice": c.max_dice,
                 "novelty": c.novelty,
                 "novelty_random_placement": c.novelty_random,
+                "island_moran_i_unsmoothed": c.moran_unsmoothed,
+                "map_moran_i_unsmoothed": _column_mean(c.topography, "moran_i"),
+                "join_count_z_unsmoothed": _column_max(c.topography, "bb_z"),
                 "rank": c.rank,
                 "mean_t": c.mean_t,
                 "heldout_effect": c.heldout_effect,
@@ -188,6 +192,14 @@ class ScreenResult:
             rows.append(row)
         extra = [k for k in (rows[0] if rows else {}) if k not in CATEGORY_COLUMNS]
         return pd.DataFrame(rows, columns=CATEGORY_COLUMNS + extra)
+
+
+def _column_mean(table: pd.DataFrame | None, column: str) -> float:
+    return float(table[column].mean()) if table is not None and len(table) else float("nan")
+
+
+def _column_max(table: pd.DataFrame | None, column: str) -> float:
+    return float(table[column].max()) if table is not None and len(table) else float("nan")
 
 
 def category_maps(
@@ -420,6 +432,45 @@ def _random_novelty(
         best = max(dice(placed, k.significant) for k in known)
         novelties.append(1.0 - (best if np.isfinite(best) else 0.0))
     return float(np.mean(novelties))
+
+
+def measure_topography(
+    results: Sequence[CategoryResult],
+    raw_stats: SufficientStats | None,
+    conditions: Sequence[str],
+    sheet: Sheet,
+    opts: ScreenOptions,
+    reference: str = "rest",
+    baseline: str | None = None,
+) -> None:
+    """Fill every category's measures of topography, on the unsmoothed map.
+
+    ``raw_stats`` are the statistics of the unsmoothed activations (None: the screen was not
+    smoothed, and its own maps are the unsmoothed ones).
+    """
+    from topocli.stats.topography import topography_table
+
+    conditions = list(conditions)
+    fdr_groups = sheet.area if opts.fdr_scope == "area" else None
+    raw = None
+    if raw_stats is not None:
+        ids = [conditions.index(r.name) for r in results]
+        base_id = conditions.index(baseline) if baseline is not None else None
+        raw = category_maps(merge_splits(raw_stats), ids, reference, base_id)
+    for k, r in enumerate(results):
+        if raw is None:
+            t, sig, r.moran_unsmoothed = r.t, r.significant, r.moran_mean
+        else:
+            t = raw.t[k]
+            _, sig = significance(t, raw.p[k], opts.q, "greater", fdr_groups)
+            _, _, r.moran_unsmoothed, _ = clusters_with_moran(
+                t, sig, sheet, True, opts.connectivity, opts.min_cluster, opts.permutations,
+                opts.seed,
+            )
+        finite = np.where(np.isfinite(t), t, np.nan)
+        r.topography = topography_table(
+            finite, sig, sheet, opts.connectivity, opts.permutations, opts.seed
+        )
 
 
 def rank_categories(results: list[CategoryResult], rank_by: str = "units") -> list[CategoryResult]:

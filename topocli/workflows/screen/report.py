@@ -64,6 +64,24 @@ def clusters_table(result: ScreenResult) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[CLUSTER_COLUMNS]
 
 
+def _mean(table: pd.DataFrame | None, column: str) -> float:
+    return float(table[column].mean()) if table is not None and len(table) else float("nan")
+
+
+def topography_frame(result: ScreenResult) -> pd.DataFrame:
+    """``topography.csv``: per (category, area), the measures of topography (unsmoothed)."""
+    frames = [
+        c.topography.assign(category=c.name, map_fwhm_mm=0.0, island_moran_i=c.moran_unsmoothed)
+        for c in result.categories
+        if c.topography is not None
+    ]
+    if not frames:
+        return pd.DataFrame()
+    table = pd.concat(frames, ignore_index=True)
+    first = ["category", "area", "map_fwhm_mm"]
+    return table[first + [col for col in table.columns if col not in first]]
+
+
 def known_table(result: ScreenResult) -> pd.DataFrame:
     """``known.csv``: the known localizer maps novelty was measured against."""
     return pd.DataFrame(
@@ -544,6 +562,7 @@ def write_screen_results(
     rf.write_csv("exemplars.csv", result.exemplars)
     rf.write_csv("dice.csv", result.dice)
     rf.write_csv("known.csv", known_table(result))
+    rf.write_csv("topography.csv", topography_frame(result))
     if names:
         rf.write_sheet_nifti(
             "tmaps.nii.gz", np.stack([c.t for c in result.categories]), sheet, names
@@ -604,8 +623,8 @@ def print_summary(result: ScreenResult, console: Any, max_rows: int = 20) -> Non
     table = Table(
         title=f"{len(result.categories)} categor{'y' if len(result.categories) == 1 else 'ies'} "
         f"ranked; q < {p['q']:g}, FWHM {p['fwhm_mm']:g} mm, clusters >= "
-        f"{p['min_cluster']} units; 'at random': the novelty of the same number of units "
-        "per area placed at random"
+        f"{p['min_cluster']} units; 'map I': whole-map Moran's I on the unsmoothed map; 'at "
+        "random': the novelty of the same number of units per area placed at random"
     )
     cols = (
         "rank",
@@ -614,7 +633,7 @@ def print_summary(result: ScreenResult, console: Any, max_rows: int = 20) -> Non
         "sig. units",
         "clusters",
         "peak t",
-        "Moran's I",
+        "map I",
         "closest known (Dice)",
         "novelty",
         "at random",
@@ -631,7 +650,7 @@ def print_summary(result: ScreenResult, console: Any, max_rows: int = 20) -> Non
             str(c.n_significant),
             str(c.n_clusters),
             _fmt(c.peak_t, ".2f"),
-            _fmt(c.moran_mean, ".3f"),
+            _fmt(_mean(c.topography, "moran_i"), ".3f"),
             f"{c.best_known or '—'} ({_fmt(c.max_dice, '.2f')})",
             _fmt(c.novelty, ".2f"),
             _fmt(c.novelty_random, ".2f"),

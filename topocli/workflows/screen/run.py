@@ -108,6 +108,7 @@ from topocli.workflows.screen.analysis import (
     ScreenOptions,
     ScreenResult,
     analyse_categories,
+    measure_topography,
     pick_exemplars,
     rank_categories,
     score_novelty,
@@ -140,11 +141,13 @@ def _finish(
     source: ActivationSource,
     transform: Any,
     known: Sequence[KnownMap],
+    raw_stats: SufficientStats | None = None,
 ) -> tuple[list[CategoryResult], pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     results, profiles = analyse_categories(
         stats, stim_set.conditions, categories, sheet, opts, reference, baseline
     )
     require_some_variation(results, stim_set.root)
+    measure_topography(results, raw_stats, stim_set.conditions, sheet, opts, reference, baseline)
     dice_table = score_novelty(results, known, sheet, min(99, opts.permutations), opts.seed)
     results = rank_categories(results, opts.rank_by)
     exemplars = pick_exemplars(source, stim_set, results, opts.n_exemplars, transform)
@@ -205,6 +208,7 @@ def screen(
         progress=progress,
         keep_activations=True,
         memory_bytes=opts.memory_bytes,
+        also_raw=True,
     )
     try:
         reference = "baseline" if len(names) == 1 else "rest"
@@ -219,6 +223,7 @@ def screen(
             col.source,
             transform,
             known,
+            col.raw_stats if transform is not None else None,
         )
     finally:
         col.source.close()
@@ -291,9 +296,23 @@ def discover_screen(
         cond_names = [disc.names[i] if i >= 0 else UNASSIGNED for i in disc.labels]
         order = [*disc.names, *([UNASSIGNED] if (disc.labels < 0).any() else [])]
         labelled = StimulusSet(Path(pool.root), relabel(pool.stimuli, cond_names), order)
-        stats = grouped_stats(col.source, labelled.group_index(), labelled.n_groups, transform)
+        groups = labelled.group_index()
+        stats = grouped_stats(col.source, groups, labelled.n_groups, transform)
+        raw = None
+        if transform is not None:
+            raw = grouped_stats(col.source, groups, labelled.n_groups)
         results, profiles, dice_table, exemplars = _finish(
-            stats, labelled, disc.names, sheet, opts, "rest", None, col.source, transform, known
+            stats,
+            labelled,
+            disc.names,
+            sheet,
+            opts,
+            "rest",
+            None,
+            col.source,
+            transform,
+            known,
+            raw,
         )
     finally:
         col.source.close()
