@@ -175,3 +175,20 @@ def test_two_gloo_processes_match_one_with_the_same_global_batch(
             a.weight.detach().numpy(), b.weight.detach().numpy(), atol=1e-5, rtol=1e-4
         )
     assert not torch.equal(single.adaptors[0].weight, torch.eye(32))
+
+
+def test_topo_train_runs_a_causal_lm_from_the_command_line(tiny_model_dir, tmp_path, capsys):
+    """TopoLM's case: a decoder with only logits in its output trains end to end."""
+    from topocli.cli import main
+
+    corpus = tmp_path / "text"
+    corpus.mkdir()
+    (corpus / "lines.txt").write_text(
+        "\n".join(f"sentence number {i} about a thing" for i in range(40)) + "\n"
+    )
+    out = tmp_path / "lm"
+    argv = ["train", "--model", str(tiny_model_dir("gpt2")), "--data", str(corpus)]
+    argv += ["--steps", "2", "--batch-size", "4", "--save-every", "1", "--warmup", "0"]
+    argv += ["--device", "cpu", "-q", "--out", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert (out / "topo.json").is_file() and (out / "report.html").is_file()

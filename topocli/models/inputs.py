@@ -136,6 +136,14 @@ def final_representation(output, masks: list) -> torch.Tensor:
         pooled = getattr(output, "pooler_output", None)
         if pooled is not None:
             return pooled.float()
+        logits = getattr(output, "logits", None)
+        if isinstance(logits, torch.Tensor) and logits.ndim == 3:
+            # a causal LM without hidden states: its next-token logits at the last real token
+            mask = next((m for m in masks if m.shape == logits.shape[:2]), None)
+            if mask is None:
+                return logits[:, -1].float()
+            last = mask.long().cumsum(1).argmax(1)
+            return logits[torch.arange(logits.shape[0], device=logits.device), last].float()
         raise TopoInputError("cannot find a final representation in this model's output")
     if hidden.ndim == 4:  # a CNN's feature map [B, C, H, W]: the mean over space
         return hidden.float().mean((2, 3))
