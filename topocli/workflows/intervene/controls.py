@@ -170,9 +170,11 @@ def _area_sites(
                 return sites, None
     name = sheet.areas[k].name
     if not sites:
+        # the nearest feasible alternative: how far from the target any site of the area lies
         return [], (
             f"no site in area {name!r} lies {plan.diameter:.3g} mm (the target's diameter) "
-            "from the target's centre"
+            f"from the target's centre; the farthest site lies {float(dist.max()):.3g} mm away: "
+            "lower the dose so the target is smaller than that, or use --controls random"
         )
     return sites, f"only {len(sites)} distinct distance-matched sites in area {name!r}; reused"
 
