@@ -546,3 +546,21 @@ def test_topography_is_measured_unsmoothed_whatever_the_display_fwhm(
     raw, smoothed = tables
     assert len(raw) and (raw["map_fwhm_mm"] == 0).all() and (smoothed["map_fwhm_mm"] == 0).all()
     pd.testing.assert_frame_equal(raw, smoothed)
+
+
+def test_screen_control_tests_trained_vs_identity_adaptors(
+    tiny_model_dir, stimulus_dirs, tmp_path, capsys
+):
+    from topocli.models.checkpoint import save_checkpoint
+    from topocli.models.topo_model import build_topo_model
+
+    trained = build_topo_model(tiny_model_dir("bert"), mode="adaptor", adaptor_noise=0.3)
+    ckpt = save_checkpoint(trained, tmp_path / "ckpt")
+    out = tmp_path / "scr"
+    argv = ["screen", "--model", str(ckpt), "--stimuli", str(stimulus_dirs["text"])]
+    argv += ["--no-builtin-known", "--permutations", "19", "--control", "--out", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "trained vs identity-adaptor control" in capsys.readouterr().out
+    table = pd.read_csv(out / "control.csv")
+    assert sorted(table["category"]) == ["alpha", "beta"]
+    assert (table["n_areas"] == len(trained.sheet.areas)).all()

@@ -318,6 +318,15 @@ def screen(
     exemplars: Annotated[int, typer.Option(help="Exemplar stimuli per category.")] = 5,
     pooling: PoolingOpt = "mean",
     cache: CacheOpt = True,
+    control: Annotated[
+        bool | None,
+        typer.Option(
+            "--control/--no-control",
+            help="Also screen the model's identity-adaptor control and test trained vs control "
+            "per category on the unsmoothed maps. Default: on for the shipped minilm.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Screen many category sets in one pass and rank their clusters by novelty.
 
@@ -358,6 +367,7 @@ def screen(
         builtin_known=builtin_known,
         opts=opts,
         out_console=out_console(),
+        control=control,
     )
 
 

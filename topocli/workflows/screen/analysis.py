@@ -159,6 +159,8 @@ class ScreenResult:
     from_cache: bool = False
     notes: list[str] = field(default_factory=list)
     exemplars: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EXEMPLAR_COLUMNS))
+    control: Any = None
+    control_comparison: pd.DataFrame | None = None
 
     def category_table(self) -> pd.DataFrame:
         """``categories.csv``: one row per category, in rank order."""
@@ -471,6 +473,34 @@ def measure_topography(
         r.topography = topography_table(
             finite, sig, sheet, opts.connectivity, opts.permutations, opts.seed
         )
+
+
+def control_comparison(result: Any, twin: Any) -> pd.DataFrame:
+    """Per category: trained vs identity-adaptor control topography (unsmoothed) and the test."""
+    from topocli.stats.topography import compare_topography
+
+    theirs = {c.name: c for c in twin.categories}
+    rows = []
+    for c in result.categories:
+        k = theirs.get(c.name)
+        if k is None or c.topography is None or k.topography is None:
+            continue
+        test = compare_topography(c.topography, k.topography)
+        rows.append(
+            {
+                "category": c.name,
+                "map_moran_i_trained": test["moran_i_trained"],
+                "map_moran_i_control": test["moran_i_control"],
+                "map_moran_i_difference_z": test["z"],
+                "map_moran_i_difference_p": test["p"],
+                "n_areas": test["n_areas"],
+                "n_significant_trained": c.n_significant,
+                "n_significant_control": k.n_significant,
+                "join_count_z_trained": _column_max(c.topography, "bb_z"),
+                "join_count_z_control": _column_max(k.topography, "bb_z"),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def rank_categories(results: list[CategoryResult], rank_by: str = "units") -> list[CategoryResult]:

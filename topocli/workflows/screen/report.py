@@ -563,6 +563,8 @@ def write_screen_results(
     rf.write_csv("dice.csv", result.dice)
     rf.write_csv("known.csv", known_table(result))
     rf.write_csv("topography.csv", topography_frame(result))
+    if result.control_comparison is not None:
+        rf.write_csv("control.csv", result.control_comparison)
     if names:
         rf.write_sheet_nifti(
             "tmaps.nii.gz", np.stack([c.t for c in result.categories]), sheet, names
@@ -656,5 +658,18 @@ def print_summary(result: ScreenResult, console: Any, max_rows: int = 20) -> Non
             _fmt(c.novelty_random, ".2f"),
         )
     console.print(table)
+    if result.control_comparison is not None and len(result.control_comparison):
+        ctl = Table(title="trained vs identity-adaptor control (unsmoothed; areas as samples)")
+        for col in ("category", "map I trained", "map I control", "z", "sig. t / c"):
+            ctl.add_column(col, justify="left" if col == "category" else "right")
+        for _, r in result.control_comparison.head(max_rows).iterrows():
+            ctl.add_row(
+                str(r["category"]),
+                _fmt(r["map_moran_i_trained"], ".3f"),
+                _fmt(r["map_moran_i_control"], ".3f"),
+                _fmt(r["map_moran_i_difference_z"], ".1f"),
+                f"{int(r['n_significant_trained'])} / {int(r['n_significant_control'])}",
+            )
+        console.print(ctl)
     if len(result.categories) > max_rows:
         console.print(f"... {len(result.categories) - max_rows} more in categories.csv")

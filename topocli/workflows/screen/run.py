@@ -98,6 +98,7 @@ import pandas as pd
 from topocli.activations.extraction import extract
 from topocli.activations.source import ActivationSource, grouped_stats
 from topocli.errors import TopoInputError
+from topocli.models.checkpoint import identity_control
 from topocli.sheet import Sheet
 from topocli.stats.maps import require_some_variation
 from topocli.stats.smoothing import smoothing_transform
@@ -108,6 +109,7 @@ from topocli.workflows.screen.analysis import (
     ScreenOptions,
     ScreenResult,
     analyse_categories,
+    control_comparison,
     measure_topography,
     pick_exemplars,
     rank_categories,
@@ -358,8 +360,14 @@ def run_screen(
     builtin_known: bool = True,
     opts: ScreenOptions | None = None,
     out_console: Any = None,
+    control: bool | None = None,
 ) -> Path:
-    """``topo screen``: check the input, run the screen on ``ctx``'s model, write the folder."""
+    """``topo screen``: check the input, run the screen on ``ctx``'s model, write the folder.
+
+    ``control`` also screens the model's identity-adaptor control (categories, not discovery)
+    and tests trained vs control per category on the unsmoothed maps; None: on for the shipped
+    default, off otherwise.
+    """
 
     from topocli.reporting.reader import read_manifest
     from topocli.reporting.results import ResultsFolder
@@ -423,6 +431,12 @@ def run_screen(
                 result = discover_screen(model, pool, opts, known, progress)
             else:
                 result = screen(model, categories, baseline, opts, known, progress)
+                if control is None:
+                    control = ctx.model_spec in (None, "", "minilm")
+                twin = identity_control(model) if control else None
+                if twin is not None:
+                    result.control = screen(twin, categories, baseline, opts, (), progress)
+                    result.control_comparison = control_comparison(result, result.control)
         result.notes.extend(notes)
         t3 = time.perf_counter()
         timings["screen"] = t3 - t2
