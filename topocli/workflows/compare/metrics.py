@@ -274,7 +274,40 @@ def spatial_rows(
                 a = model_spatial(trained, contrast)["moran"]
                 b = model_spatial(control, contrast)["moran"]
                 rows.extend(_moran_test_rows(base, a, b, "trained_vs_control"))
+                row = _map_moran_row(base, trained, control, contrast)
+                rows.extend([row] if row else [])
     return rows
+
+
+def _map_moran_row(
+    base: dict[str, Any], trained: ModelResults, control: ModelResults, contrast: str
+) -> dict[str, Any] | None:
+    """Trained vs control on the whole unsmoothed maps, the areas as samples (the honest test).
+
+    Uses the folders' ``topography.csv`` (written by ``topo localize``); None without them.
+    """
+    from topocli.stats.topography import compare_topography
+
+    tables = []
+    for model in (trained, control):
+        folder = getattr(model, "folder", None)
+        if folder is None or not folder.has("topography.csv"):
+            return None
+        table = folder.table("topography.csv", ["contrast", "area", "moran_i", "moran_null_sd"])
+        tables.append(table[table["contrast"].astype(str) == contrast])
+    if not all(len(t) for t in tables):
+        return None
+    test = compare_topography(*tables)
+    return metric_row(
+        **base,
+        family="spatial",
+        metric="map_moran_i_z_trained_vs_control",
+        value=test["z"],
+        p_value=test["p"],
+        n=test["n_areas"],
+        method="whole-map Moran's I per area (unsmoothed), each against its position-"
+        "permutation null; z of the difference, Stouffer over areas (areas are the samples)",
+    )
 
 
 def _side_rows(
@@ -334,7 +367,14 @@ def _moran_test_rows(
             p_value=test["welch_p"],
             n=test["n_a"] + test["n_b"],
             method=f"Welch t of island Moran's I ({n})",
-            note="" if np.isfinite(test["welch_t"]) else "needs >= 2 islands a side",
+            note=(
+                "islands of one map are not independent samples (pseudo-replication): read "
+                "map_moran_i_z_trained_vs_control"
+                if what == "trained_vs_control"
+                else ""
+            )
+            if np.isfinite(test["welch_t"])
+            else "needs >= 2 islands a side",
         ),
         metric_row(
             **base,

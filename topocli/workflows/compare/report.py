@@ -344,10 +344,10 @@ def _limits(result: CompareResult) -> list[str]:
     if controls and trained:
         out.append(
             "Adaptors are invertible, so a trained model and its identity-adaptor control "
-            "compute the same function: their fROI profiles (and so their profile "
-            "correlations with the human data) agree by construction up to the units each "
-            "fROI selects; only the unit basis differs, so only spatial statistics (Moran's I, "
-            "islands) and interventions can tell them apart (docs/concepts.md)."
+            "compute the same function (probe and fidelity read-outs agree by construction); "
+            "only the unit basis differs. Their fROI profiles differ only through the units "
+            "each fROI selects in that basis, and spatial statistics (Moran's I, islands) and "
+            "interventions are what can tell them apart (docs/concepts.md)."
         )
     for model in result.models:
         asked = model.parameters.get("model", "?")

@@ -275,7 +275,7 @@ def _control_section(rep: Any, result: Any, sheet: Any) -> None:
         "Trained vs non-topographic control",
         "The control is the same base model with identity adaptors, localized on the same "
         "stimuli with the same options. Adaptors are invertible, so both compute the same "
-        "function: their profiles agree by construction and only the unit basis differs. The "
+        "function; only the unit basis differs (and with it which units a contrast selects). The "
         "test compares each area's whole-map Moran's I (unsmoothed) with its null (positions "
         "permuted within the area) on both sides; the areas, not islands, are the samples.",
     )
