@@ -221,7 +221,7 @@ def localize(
             "'math - 0.5*false_belief - 0.5*false_photo' (repeatable).",
         ),
     ] = None,
-    fwhm_mm: FwhmOpt = None,
+    fwhm_mm: FwhmOpt = 0.0,
     across_areas: AcrossAreasOpt = False,
     q: QOpt = None,
     alternative: Annotated[str | None, typer.Option(help="greater | two-sided.")] = None,
