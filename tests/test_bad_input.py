@@ -344,3 +344,37 @@ def test_human_tables_with_inf_or_only_nan_name_the_file(tmp_path):
         with pytest.raises(TopoInputError, match=needle) as info:
             load_human_profiles(tmp_path / name)
         assert str(tmp_path / name) in str(info.value)
+
+
+# ---------------------------------------------------------------------- floors and base rates
+def test_floors_and_percolation_are_said_in_the_terminal():
+    import pytest
+
+    from topocli.errors import TopoWarning
+    from topocli.workflows.compare.run import _warn_permutation_floor
+    from topocli.workflows.localize.run import warn_if_percolating
+
+    with pytest.warns(TopoWarning, match="percolation density"):
+        warn_if_percolating("lang", 929 + 100, 2304, 8, 10.0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TopoWarning)
+        warn_if_percolating("lang", 900, 2304, 8, 10.0)  # 39%: below the density, silent
+    warned: set[int] = set()
+    with pytest.warns(TopoWarning, match=r"cannot go below 0.0417 \(1/4!\)"):
+        _warn_permutation_floor({"n_conditions": 4, "permutation_exact": True}, warned)
+    _warn_permutation_floor({"n_conditions": 4, "permutation_exact": True}, warned)  # once
+
+
+def test_intervene_says_when_its_p_cannot_reach_001(tmp_path):
+    import pytest
+
+    from topocli.errors import TopoWarning
+    from topocli.workflows.intervene.run import plan_intervention
+
+    from topocli.errors import TopoInputError
+
+    with pytest.warns(TopoWarning, match="smallest possible permutation p is 0.1"):
+        with pytest.raises(TopoInputError):  # no such folder: the warning comes first
+            plan_intervention(tmp_path / "none", contrast="a>b", n_controls=9)
