@@ -370,10 +370,8 @@ def test_floors_and_percolation_are_said_in_the_terminal():
 def test_intervene_says_when_its_p_cannot_reach_001(tmp_path):
     import pytest
 
-    from topocli.errors import TopoWarning
+    from topocli.errors import TopoInputError, TopoWarning
     from topocli.workflows.intervene.run import plan_intervention
-
-    from topocli.errors import TopoInputError
 
     with pytest.warns(TopoWarning, match="smallest possible permutation p is 0.1"):
         with pytest.raises(TopoInputError):  # no such folder: the warning comes first
