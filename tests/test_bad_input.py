@@ -376,3 +376,12 @@ def test_intervene_says_when_its_p_cannot_reach_001(tmp_path):
     with pytest.warns(TopoWarning, match="smallest possible permutation p is 0.1"):
         with pytest.raises(TopoInputError):  # no such folder: the warning comes first
             plan_intervention(tmp_path / "none", contrast="a>b", n_controls=9)
+
+
+def test_a_missing_shipped_default_is_said_not_replaced_by_the_control(
+    tmp_path, monkeypatch, capsys
+):
+    import topocli.models.registry as registry
+
+    monkeypatch.setattr(registry, "SHIPPED_DIR", tmp_path / "gone")
+    refused(capsys, ["info", "minilm"], "shipped topographic default is missing", "minilm-control")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from topocli.errors import TopoInputError
 from topocli.models.backbones import EMBEDDED_BASE, embedded_base_path
 from topocli.models.checkpoint import is_checkpoint, load_checkpoint
 from topocli.models.packaged import PACKAGED, ensure_converted
@@ -52,8 +53,11 @@ def resolve_model(
             model = load_checkpoint(SHIPPED_DIR, dtype)
             model.source["name"] = DEFAULT_MODEL
             return model
-        # the trained default is not built into this install yet: say so, use the control
-        spec = CONTROL_MODEL
+        # never a silent stand-in: the control is not the trained default
+        raise TopoInputError(
+            f"the shipped topographic default is missing from this install ({SHIPPED_DIR}); "
+            "reinstall topo, or pass --model minilm-control for the non-topographic control"
+        )
     if spec == CONTROL_MODEL:
         options = {"mode": "adaptor", "adaptor_noise": 0.0, **build_options}
         model = build_topo_model(embedded_base_path(), dtype=dtype, **options)
