@@ -180,6 +180,21 @@ def _count_layers(variables: dict, stack: str) -> int:
     return n
 
 
+def _self_attention(out: dict, variables: dict, s: str, d: str) -> None:
+    """A layer's fused self-attention (CT2 ``s``) as Whisper's q/k/v/out projections (``d``)."""
+    qkv = ("q_proj", "k_proj", "v_proj")
+    _split_qkv(out, variables, f"{s}/self_attention/linear_0", f"{d}.self_attn", qkv)
+    _put_linear(out, f"{d}.self_attn.out_proj", *_linear(variables, f"{s}/self_attention/linear_1"))
+    _norm(out, variables, f"{s}/self_attention/layer_norm", f"{d}.self_attn_layer_norm")
+
+
+def _feed_forward(out: dict, variables: dict, s: str, d: str) -> None:
+    """A layer's feed-forward block and its layer norm."""
+    _put_linear(out, f"{d}.fc1", *_linear(variables, f"{s}/ffn/linear_0"))
+    _put_linear(out, f"{d}.fc2", *_linear(variables, f"{s}/ffn/linear_1"))
+    _norm(out, variables, f"{s}/ffn/layer_norm", f"{d}.final_layer_norm")
+
+
 def whisper_state_dict(variables: dict) -> tuple[dict[str, torch.Tensor], dict]:
     """WhisperForConditionalGeneration's state dict and config fields from CT2 variables."""
     out: dict[str, torch.Tensor] = {}
@@ -192,37 +207,15 @@ def whisper_state_dict(variables: dict) -> tuple[dict[str, torch.Tensor], dict]:
     n_enc = _count_layers(variables, "encoder")
     for i in range(n_enc):
         s, d = f"encoder/layer_{i}", f"{enc}.layers.{i}"
-        _split_qkv(
-            out,
-            variables,
-            f"{s}/self_attention/linear_0",
-            f"{d}.self_attn",
-            ("q_proj", "k_proj", "v_proj"),
-        )
-        _put_linear(
-            out, f"{d}.self_attn.out_proj", *_linear(variables, f"{s}/self_attention/linear_1")
-        )
-        _norm(out, variables, f"{s}/self_attention/layer_norm", f"{d}.self_attn_layer_norm")
-        _put_linear(out, f"{d}.fc1", *_linear(variables, f"{s}/ffn/linear_0"))
-        _put_linear(out, f"{d}.fc2", *_linear(variables, f"{s}/ffn/linear_1"))
-        _norm(out, variables, f"{s}/ffn/layer_norm", f"{d}.final_layer_norm")
+        _self_attention(out, variables, s, d)
+        _feed_forward(out, variables, s, d)
     out[f"{dec}.embed_tokens.weight"] = variables["decoder/embeddings/weight"].float().contiguous()
     out[f"{dec}.embed_positions.weight"] = variables["decoder/position_encodings/encodings"].float()
     _norm(out, variables, "decoder/layer_norm", f"{dec}.layer_norm")
     n_dec = _count_layers(variables, "decoder")
     for i in range(n_dec):
         s, d = f"decoder/layer_{i}", f"{dec}.layers.{i}"
-        _split_qkv(
-            out,
-            variables,
-            f"{s}/self_attention/linear_0",
-            f"{d}.self_attn",
-            ("q_proj", "k_proj", "v_proj"),
-        )
-        _put_linear(
-            out, f"{d}.self_attn.out_proj", *_linear(variables, f"{s}/self_attention/linear_1")
-        )
-        _norm(out, variables, f"{s}/self_attention/layer_norm", f"{d}.self_attn_layer_norm")
+        _self_attention(out, variables, s, d)
         _split_qkv(out, variables, f"{s}/attention/linear_0", f"{d}.encoder_attn", ("q_proj",))
         _split_qkv(
             out, variables, f"{s}/attention/linear_1", f"{d}.encoder_attn", ("k_proj", "v_proj")
@@ -231,9 +224,7 @@ def whisper_state_dict(variables: dict) -> tuple[dict[str, torch.Tensor], dict]:
             out, f"{d}.encoder_attn.out_proj", *_linear(variables, f"{s}/attention/linear_2")
         )
         _norm(out, variables, f"{s}/attention/layer_norm", f"{d}.encoder_attn_layer_norm")
-        _put_linear(out, f"{d}.fc1", *_linear(variables, f"{s}/ffn/linear_0"))
-        _put_linear(out, f"{d}.fc2", *_linear(variables, f"{s}/ffn/linear_1"))
-        _norm(out, variables, f"{s}/ffn/layer_norm", f"{d}.final_layer_norm")
+        _feed_forward(out, variables, s, d)
     embed = out[f"{dec}.embed_tokens.weight"]
     proj = variables.get("decoder/projection/weight")
     tied = proj is None or torch.equal(proj.float(), embed)
