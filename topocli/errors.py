@@ -31,5 +31,12 @@ class TopoWarning(UserWarning):
     """Something the user must know that does not stop the command (printed as one line)."""
 
 
+def warn(message: str) -> None:
+    """Tell the user something that does not stop the command (the CLI prints one line)."""
+    import warnings
+
+    warnings.warn(message, TopoWarning, stacklevel=3)
+
+
 class NotBuiltError(RuntimeError):
     """A command or option that is planned but not implemented."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import shutil
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -35,7 +34,7 @@ from topocli.activations.cache import (
     save_final,
 )
 from topocli.activations.source import IN_MEMORY_BYTES, ActivationSource
-from topocli.errors import TopoInputError, TopoWarning
+from topocli.errors import TopoInputError, warn
 from topocli.models.inputs import (
     MAX_TEXT_TOKENS,
     Batch,
@@ -224,11 +223,9 @@ def extract(
             for rows, acts in read_cache(folder):
                 accumulate(rows, acts)
         except CacheCorrupt as exc:
-            warnings.warn(
+            warn(
                 f"the activation cache {folder} is damaged ({exc}); dropped it, running the "
-                "model again",
-                TopoWarning,
-                stacklevel=2,
+                "model again"
             )
             shutil.rmtree(folder, ignore_errors=True)
             stats = SufficientStats(stim_set.n_groups, n_units)  # what accumulate() adds to

@@ -273,15 +273,11 @@ def analysis_differences(
 def warn_if_incomparable(what: str, differences: Sequence[str]) -> None:
     """A one-line TopoWarning naming the settings in which combined folders differ."""
     if differences:
-        import warnings
+        from topocli.errors import warn
 
-        from topocli.errors import TopoWarning
-
-        warnings.warn(
+        warn(
             f"{what} were made with different settings ({'; '.join(differences)}): their maps "
-            "are not comparable unit for unit; rerun them with the same options",
-            TopoWarning,
-            stacklevel=3,
+            "are not comparable unit for unit; rerun them with the same options"
         )
 
 

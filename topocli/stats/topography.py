@@ -120,6 +120,15 @@ def _permuted(x: np.ndarray, times: int, rng: np.random.Generator) -> np.ndarray
     return rng.permuted(np.tile(x, (times, 1)), axis=1)
 
 
+def place_at_random(mask: np.ndarray, sheet: Sheet, rng: np.random.Generator) -> np.ndarray:
+    """``mask`` with its units shuffled within each area: the same count per area, at random."""
+    placed = np.array(mask, copy=True)
+    for k in range(len(sheet.areas)):
+        sl = sheet.area_slice(k)
+        placed[sl] = rng.permutation(placed[sl])
+    return placed
+
+
 def random_placement_clusters(
     mask: np.ndarray,
     sheet: Sheet,
@@ -150,11 +159,7 @@ def random_placement_clusters(
     rng = np.random.default_rng(int(seed))
     placed = []
     for _ in range(int(permutations)):
-        m = mask.copy()
-        for k in range(len(sheet.areas)):
-            sl = sheet.area_slice(k)
-            m[sl] = rng.permutation(m[sl])
-        placed.append(count(m))
+        placed.append(count(place_at_random(mask, sheet, rng)))
     placed_arr = np.asarray(placed, dtype=np.float64).reshape(-1, 2)
     return {
         "n_clusters": float(observed[0]),

@@ -275,9 +275,8 @@ def compare(
 def _warn_permutation_floor(agreement: dict, warned: set[int]) -> None:
     """A TopoWarning, once per condition count, when the profile p cannot reach 0.01."""
     import math
-    import warnings
 
-    from topocli.errors import TopoWarning
+    from topocli.errors import warn
 
     n = int(agreement.get("n_conditions") or 0)
     if not agreement.get("permutation_exact") or n < 2 or n in warned:
@@ -285,11 +284,9 @@ def _warn_permutation_floor(agreement: dict, warned: set[int]) -> None:
     floor = 1.0 / math.factorial(n)
     if floor > 0.01:
         warned.add(n)
-        warnings.warn(
+        warn(
             f"with {n} shared conditions the exact permutation p of a profile correlation "
-            f"cannot go below {floor:.3g} (1/{n}!); map more conditions to test at 0.01",
-            TopoWarning,
-            stacklevel=3,
+            f"cannot go below {floor:.3g} (1/{n}!); map more conditions to test at 0.01"
         )
 
 

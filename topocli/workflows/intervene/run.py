@@ -213,15 +213,11 @@ def plan_intervention(
     if kinds and (int(n_controls) != n_controls or n_controls < 1):
         raise TopoInputError(f"--n-controls must be an integer >= 1, got {n_controls}")
     if kinds and 1.0 / (int(n_controls) + 1) >= 0.01:
-        import warnings
+        from topocli.errors import warn
 
-        from topocli.errors import TopoWarning
-
-        warnings.warn(
+        warn(
             f"with {int(n_controls)} controls per kind the smallest possible permutation p is "
-            f"{1.0 / (int(n_controls) + 1):.3g}; pass --n-controls 100 (p >= 0.0099) or more",
-            TopoWarning,
-            stacklevel=2,
+            f"{1.0 / (int(n_controls) + 1):.3g}; pass --n-controls 100 (p >= 0.0099) or more"
         )
     if probe_classifier not in CLASSIFIERS:
         raise TopoInputError(
@@ -511,12 +507,10 @@ def run_intervene(
 
 def _warn_notes(notes: Sequence[str]) -> None:
     """Dropped controls, circular selections and changed stimuli: said in the terminal too."""
-    import warnings
-
-    from topocli.errors import TopoWarning
+    from topocli.errors import warn
 
     for note in dict.fromkeys(notes):
-        warnings.warn(note, TopoWarning, stacklevel=3)
+        warn(note)
 
 
 def _baseline_probe(

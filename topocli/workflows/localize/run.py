@@ -294,15 +294,11 @@ def control_run(
 
     twin = identity_control(model)
     if twin is None:
-        import warnings
+        from topocli.errors import warn
 
-        from topocli.errors import TopoWarning
-
-        warnings.warn(
+        warn(
             "--control: this model is itself a non-topographic control (untrained adaptors); "
-            "nothing to compare it with",
-            TopoWarning,
-            stacklevel=2,
+            "nothing to compare it with"
         )
         return None
     result = localize(twin, stim_set, contrasts, progress=progress, **options)
@@ -384,21 +380,17 @@ def warn_if_percolating(
     name: str, n_significant: int, n_units: int, connectivity: int, top_percent: float
 ) -> None:
     """A TopoWarning when so many units are significant that clusters say little."""
-    import warnings
-
-    from topocli.errors import TopoWarning
+    from topocli.errors import warn
     from topocli.stats.topography import PERCOLATION
 
     fraction = n_significant / max(n_units, 1)
     threshold = PERCOLATION[int(connectivity)]
     if fraction > threshold:
-        warnings.warn(
+        warn(
             f"{name}: {fraction:.0%} of units are significant, above the {connectivity}-"
             f"connectivity percolation density ({threshold:.2f}): units placed at random would "
             "already form one spanning cluster, so cluster counts and Dice are mostly base rate; "
-            f"use a stricter --q or the top-{top_percent:g}% fROIs",
-            TopoWarning,
-            stacklevel=2,
+            f"use a stricter --q or the top-{top_percent:g}% fROIs"
         )
 
 
@@ -520,8 +512,18 @@ def localize(
     require_some_variation(results, stim_set.root)
     for c in results:
         measure_topography(
-            c, ext.raw_stats, conditions, sheet, q, alternative, fdr_scope, connectivity,
-            int(min_cluster), int(permutations), seed, raw_is_display=transform is None,
+            c,
+            ext.raw_stats,
+            conditions,
+            sheet,
+            q,
+            alternative,
+            fdr_scope,
+            connectivity,
+            int(min_cluster),
+            int(permutations),
+            seed,
+            raw_is_display=transform is None,
         )
         warn_if_percolating(c.name, c.n_significant, sheet.n_units, connectivity, top_percent)
     anova = (
@@ -656,9 +658,19 @@ def run_localize(
             if control is None:
                 control = ctx.model_spec in (None, "", "minilm")
             twin = control_run(
-                model, stim_set, contrasts, control, progress, across_areas=across_areas,
-                froi_areas=froi_areas, seed=int(ctx.seed), batch_size=int(ctx.batch_size),
-                use_cache=cache, anova_conditions=anova, pooling=pooling, **opts,
+                model,
+                stim_set,
+                contrasts,
+                control,
+                progress,
+                across_areas=across_areas,
+                froi_areas=froi_areas,
+                seed=int(ctx.seed),
+                batch_size=int(ctx.batch_size),
+                use_cache=cache,
+                anova_conditions=anova,
+                pooling=pooling,
+                **opts,
             )
         if twin is not None:
             result.control, result.control_model = twin, twin.control_model

@@ -23,6 +23,7 @@ from topocli.sheet import Sheet
 from topocli.stats.clusters import clusters_with_moran
 from topocli.stats.maps import ContrastMap, merge_splits, significance, split_stats
 from topocli.stats.suffstats import SufficientStats
+from topocli.stats.topography import place_at_random
 from topocli.stimuli.stimulus_set import StimulusSet
 from topocli.workflows.screen.discovery import Discovery
 from topocli.workflows.screen.inputs import MIN_STIMULI
@@ -179,7 +180,7 @@ class ScreenResult:
                 "novelty": c.novelty,
                 "novelty_random_placement": c.novelty_random,
                 "island_moran_i_unsmoothed": c.moran_unsmoothed,
-                "map_moran_i_unsmoothed": _column_mean(c.topography, "moran_i"),
+                "map_moran_i_unsmoothed": column_mean(c.topography, "moran_i"),
                 "join_count_z_unsmoothed": _column_max(c.topography, "bb_z"),
                 "rank": c.rank,
                 "mean_t": c.mean_t,
@@ -196,7 +197,7 @@ class ScreenResult:
         return pd.DataFrame(rows, columns=CATEGORY_COLUMNS + extra)
 
 
-def _column_mean(table: pd.DataFrame | None, column: str) -> float:
+def column_mean(table: pd.DataFrame | None, column: str) -> float:
     return float(table[column].mean()) if table is not None and len(table) else float("nan")
 
 
@@ -427,10 +428,7 @@ def _random_novelty(
     rng = np.random.default_rng([int(seed), int(mask.sum())])
     novelties = []
     for _ in range(int(placements)):
-        placed = mask.copy()
-        for k in range(len(sheet.areas)):
-            sl = sheet.area_slice(k)
-            placed[sl] = rng.permutation(placed[sl])
+        placed = place_at_random(mask, sheet, rng)
         best = max(dice(placed, k.significant) for k in known)
         novelties.append(1.0 - (best if np.isfinite(best) else 0.0))
     return float(np.mean(novelties))

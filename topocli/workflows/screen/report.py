@@ -11,7 +11,7 @@ import pandas as pd
 
 from topocli.errors import TopoInputError
 from topocli.stats.clusters import CLUSTER_TABLE_COLUMNS
-from topocli.workflows.screen.analysis import CategoryResult, ScreenResult
+from topocli.workflows.screen.analysis import CategoryResult, ScreenResult, column_mean
 from topocli.workflows.screen.discovery import Discovery
 from topocli.workflows.screen.inputs import BASELINE
 
@@ -62,10 +62,6 @@ def clusters_table(result: ScreenResult) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=CLUSTER_COLUMNS)
     return pd.concat(frames, ignore_index=True)[CLUSTER_COLUMNS]
-
-
-def _mean(table: pd.DataFrame | None, column: str) -> float:
-    return float(table[column].mean()) if table is not None and len(table) else float("nan")
 
 
 def topography_frame(result: ScreenResult) -> pd.DataFrame:
@@ -652,7 +648,7 @@ def print_summary(result: ScreenResult, console: Any, max_rows: int = 20) -> Non
             str(c.n_significant),
             str(c.n_clusters),
             _fmt(c.peak_t, ".2f"),
-            _fmt(_mean(c.topography, "moran_i"), ".3f"),
+            _fmt(column_mean(c.topography, "moran_i"), ".3f"),
             f"{c.best_known or '—'} ({_fmt(c.max_dice, '.2f')})",
             _fmt(c.novelty, ".2f"),
             _fmt(c.novelty_random, ".2f"),
