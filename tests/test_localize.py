@@ -445,7 +445,8 @@ def test_run_localize_defaults_from_the_localizer_and_default_out(
     )
     p2 = read_manifest(out2)["parameters"]
     assert p2["q"] == 0.1 and p2["fwhm_mm"] == 1.5 and p2["alternative"] == "two-sided"
-    assert p2["contrasts"] == {"beta - alpha": {"beta": 1.0, "alpha": -1.0}}
+    # an expression is stored under its canonical name
+    assert p2["contrasts"] == {"beta-alpha": {"beta": 1.0, "alpha": -1.0}}
 
 
 def test_run_localize_bad_input(tiny_model_dir, stimulus_dirs, tmp_path, monkeypatch):
@@ -476,20 +477,23 @@ def test_run_localize_with_the_shipped_language_localizer(tiny_model_dir, tmp_pa
 
     spec = resolve_localizer("language")
     assert {"sentences", "nonwords"} <= set(spec.conditions)
-    assert spec.default_contrasts == ["sentences-nonwords"]
+    # every contrast of the localizer runs by default, the primary one first
+    assert spec.default_contrasts[0] == "sentences-nonwords"
+    assert set(spec.default_contrasts) == set(spec.contrasts) and len(spec.contrasts) == 5
     out = run_localize(
         _ctx(tiny_model_dir("bert"), tmp_path / "lang", quiet=True), "language", permutations=9
     )
     manifest = read_manifest(out)
-    assert manifest["extra"]["contrasts"] == {
-        "sentences-nonwords": {"sentences": 1.0, "nonwords": -1.0}
+    assert list(manifest["extra"]["contrasts"]) == spec.default_contrasts
+    assert manifest["extra"]["contrasts"]["sentences-nonwords"] == {
+        "sentences": 1.0, "nonwords": -1.0
     }
     # smoothing is opt-in (one policy with screen); the localizer's FWHM is recorded
     assert manifest["parameters"]["fwhm_mm"] == 0.0
     assert manifest["parameters"]["literature_fwhm_mm"] == spec.defaults["fwhm_mm"] == 8.0
     units = pd.read_csv(out / "units.csv")
-    assert set(units["contrast"]) == {"sentences-nonwords"}
-    assert len(units) == 64
+    assert list(dict.fromkeys(units["contrast"])) == spec.default_contrasts
+    assert len(units) == 64 * 5
     profiles = pd.read_csv(out / "profiles.csv")
     assert set(profiles["condition"]) == set(spec.conditions)
     # a localizer that ships no stimuli says so and names its conditions
@@ -624,7 +628,7 @@ def test_control_runs_the_identity_adaptor_twin_and_tests_trained_vs_control(
     assert main(argv) == 0, capsys.readouterr().err
     assert "trained vs identity-adaptor control" in capsys.readouterr().out
     table = pd.read_csv(out / "control.csv")
-    assert list(table["contrast"]) == ["alpha>beta"]
+    assert list(table["contrast"]) == ["alpha-beta"]  # "alpha>beta" by its canonical name
     assert table["n_areas"].iloc[0] == len(trained.sheet.areas)
     manifest = read_manifest(out, verify=True)
     ctl = manifest["extra"]["control"]["model"]

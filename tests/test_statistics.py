@@ -21,7 +21,11 @@ from topocli.stats.contrasts import (
     contrast_d,
     contrast_t,
     one_way_anova,
+    contrast_name,
+    match_contrast,
+    normalized_weights,
     parse_contrast,
+    same_contrast,
     t_pvalue,
     weights_vector,
     welch_t,
@@ -273,7 +277,7 @@ def test_anova_preferred_condition_and_degenerate_cases():
 
 
 # ------------------------------------------------------------------------------------ parsing
-KNOWN = ["sentences", "nonwords", "word_lists", "math", "false_belief", "false_photo", "a", "b"]
+KNOWN = ["sentences", "nonwords", "word_lists", "math", "false_belief", "false_photo", "a", "b", "c"]
 
 
 @pytest.mark.parametrize(
@@ -297,6 +301,10 @@ KNOWN = ["sentences", "nonwords", "word_lists", "math", "false_belief", "false_p
         ("2 math - false_belief - false_photo", {"math": 2, "false_belief": -1, "false_photo": -1}),
         ("-b + a", {"b": -1.0, "a": 1.0}),
         ("a - 1e-1*b - 0.9 * b", {"a": 1.0, "b": -1.0}),
+        ("2 a - b*2", {"a": 2.0, "b": -2.0}),
+        ("a + a - 2*b", {"a": 2.0, "b": -2.0}),
+        ("2*a + b > c", {"a": 2 / 3, "b": 1 / 3, "c": -1.0}),
+        ("4*a > 2*b", {"a": 1.0, "b": -1.0}),
     ],
 )
 def test_parse_contrast_forms(expr, expected):
@@ -327,6 +335,10 @@ def test_parse_contrast_names_with_hyphens_and_digits():
         ("> b", "empty"),
         ("a - a", "no nonzero weight"),
         ("a $ b", "unexpected character"),
+        ("a - 3", "expected a condition name"),
+        ("a * * b", "expected"),
+        ("*a", "expected a condition name"),
+        ("-a > b", "positive total weight"),
     ],
 )
 def test_parse_contrast_errors(expr, match):
@@ -450,3 +462,29 @@ def test_bh_fdr_with_planted_effects_and_recovery():
     assert np.mean(fdp) <= 0.05 * (~blob).mean() + slack, np.mean(fdp)
     assert np.mean(dice) >= 0.9, np.mean(dice)
     assert np.min(dice) >= 0.85
+
+
+@pytest.mark.parametrize(
+    "spelling", ["sentences>nonwords", "sentences-nonwords", "sentences - nonwords",
+                 "1*sentences - 1*nonwords", "2*sentences > 2*nonwords", "-nonwords + sentences"]
+)
+def test_every_spelling_of_a_contrast_finds_the_named_one(spelling):
+    named = {
+        "sentences-nonwords": {"sentences": 1.0, "nonwords": -1.0},
+        "nonwords-sentences": {"nonwords": 1.0, "sentences": -1.0},
+    }
+    name, weights = match_contrast(spelling, named, KNOWN)
+    assert name == "sentences-nonwords"
+    assert weights == named["sentences-nonwords"]
+
+
+def test_unnamed_contrast_gets_one_canonical_name():
+    spellings = ["a - 0.5*b - 0.5*sentences", "a > b + sentences", "2*a - b - sentences"]
+    names = {match_contrast(s, {}, KNOWN)[0] for s in spellings}
+    assert names == {"a-0.5*b-0.5*sentences"}
+    assert contrast_name({"a": 3.0, "b": -3.0}) == "a-b"
+    assert not same_contrast({"a": 1.0, "b": -1.0}, {"a": 1.0, "b": -0.5, "nonwords": -0.5})
+    assert not same_contrast({"a": 1.0, "b": -1.0}, {"a": -1.0, "b": 1.0})
+    assert normalized_weights({"a": 4.0, "b": -2.0, "c": -2.0, "d": 0.0}) == {
+        "a": 1.0, "b": -0.5, "c": -0.5
+    }

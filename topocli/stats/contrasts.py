@@ -444,8 +444,15 @@ def _parse_side(tokens: list[tuple[str, str]], expr: str) -> tuple[list[tuple[fl
         if i >= len(tokens) or tokens[i][0] != "name":
             got = "the end" if i >= len(tokens) else repr(tokens[i][1])
             raise TopoInputError(f"contrast {expr!r}: expected a condition name, got {got}")
-        terms.append((sign * coef, tokens[i][1]))
+        name = tokens[i][1]
         i += 1
+        if i < len(tokens) and tokens[i] == ("op", "*"):
+            if i + 1 >= len(tokens) or tokens[i + 1][0] != "num":
+                raise TopoInputError(f"contrast {expr!r}: expected a number after '{name} *'")
+            coef *= float(tokens[i + 1][1])
+            explicit = True
+            i += 2
+        terms.append((sign * coef, name))
     return terms, explicit
 
 
@@ -460,9 +467,10 @@ def parse_contrast(expr: str, known_conditions: Iterable[str]) -> dict[str, floa
         "0.5*false_belief+0.5*false_photo-nonwords"   -> weights as written
         "faces > objects + places"                    -> {faces: 1, objects: -0.5, places: -0.5}
 
-    Terms are ``[+|-] [number [*]] name``. With ``>``, the expression is ``left - (right)``,
-    and a side written without any number is averaged (its weights are divided by its number of
-    terms) so that both sides weigh the same. Condition names are matched against
+    Terms are ``[+|-] [number [*]] name [* number]``. With ``>``, the expression is ``left - (right)``
+    with each side scaled to a total weight of 1 (a side without numbers is averaged), so the
+    weights always sum to zero: ``"2*a + b > c"`` is ``{a: 2/3, b: 1/3, c: -1}``. Condition
+    names are matched against
     ``known_conditions`` longest first (so names may contain '-' or digits); repeated names add
     up; names whose weights cancel are dropped.
 
@@ -480,12 +488,9 @@ def parse_contrast(expr: str, known_conditions: Iterable[str]) -> dict[str, floa
     if len(cut) > 1:
         raise TopoInputError(f"contrast {expr!r}: use at most one '>'")
     if cut:
-        left, l_explicit = _parse_side(tokens[: cut[0]], expr)
-        right, r_explicit = _parse_side(tokens[cut[0] + 1 :], expr)
-        if not l_explicit:
-            left = [(c / len(left), name) for c, name in left]
-        if not r_explicit:
-            right = [(c / len(right), name) for c, name in right]
+        left, _ = _parse_side(tokens[: cut[0]], expr)
+        right, _ = _parse_side(tokens[cut[0] + 1 :], expr)
+        left, right = _unit_total(left, expr), _unit_total(right, expr)
         terms = left + [(-c, name) for c, name in right]
     else:
         terms, _ = _parse_side(tokens, expr)
@@ -502,6 +507,81 @@ def parse_contrast(expr: str, known_conditions: Iterable[str]) -> dict[str, floa
     if not weights:
         raise TopoInputError(f"contrast {expr!r} has no nonzero weight")
     return weights
+
+
+
+def _unit_total(terms: list[tuple[float, str]], expr: str) -> list[tuple[float, str]]:
+    total = sum(c for c, _ in terms)
+    if total <= 0:
+        raise TopoInputError(f"contrast {expr!r}: each side of '>' needs a positive total weight")
+    return [(c / total, name) for c, name in terms]
+
+
+def normalized_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    """Weights scaled so the positive ones sum to 1, zeros dropped.
+
+    Welch t, p and the selected units do not change when all weights are multiplied by a
+    positive number, so ``a - b``, ``2*a - 2*b`` and ``a > b`` are one contrast; this is the form
+    they share.
+    """
+    nonzero = {str(k): float(v) for k, v in weights.items() if float(v) != 0.0}
+    positive = sum(v for v in nonzero.values() if v > 0)
+    scale = positive if positive > 0 else sum(abs(v) for v in nonzero.values()) or 1.0
+    return {k: v / scale for k, v in nonzero.items()}
+
+
+def same_contrast(a: Mapping[str, float], b: Mapping[str, float], rtol: float = 1e-9) -> bool:
+    """Whether two weight maps are the same contrast up to a positive scale."""
+    na, nb = normalized_weights(a), normalized_weights(b)
+    if set(na) != set(nb):
+        return False
+    return all(abs(na[k] - nb[k]) <= rtol * max(1.0, abs(na[k])) for k in na)
+
+
+def contrast_name(weights: Mapping[str, float]) -> str:
+    """The canonical name of a contrast: ``a-b``, ``a-0.5*b-0.5*c``, ``0.5*a+0.5*b-c``.
+
+    Positive terms come first, each side in the order the weights were given; the weights are
+    those of :func:`normalized_weights`, so every spelling of one contrast gets one name.
+    """
+    norm = normalized_weights(weights)
+    ordered = [k for k in norm if norm[k] > 0] + [k for k in norm if norm[k] < 0]
+    parts = []
+    for i, name in enumerate(ordered):
+        w = norm[name]
+        sign = "-" if w < 0 else ("+" if i else "")
+        coef = "" if abs(abs(w) - 1.0) < 1e-12 else f"{abs(w):.6g}*"
+        parts.append(f"{sign}{coef}{name}")
+    return "".join(parts)
+
+
+def match_contrast(
+    expr: str, named: Mapping[str, Mapping[str, float]], conditions: Iterable[str]
+) -> tuple[str, dict[str, float]]:
+    """Resolve a ``--contrast`` value against a set of named contrasts.
+
+    Parameters
+    ----------
+    expr : str
+        A contrast's name or any expression of it (``a>b``, ``a-b``, ``a - b``, ``1*a - 1*b``).
+    named : mapping
+        Contrast name -> weights (a localizer's contrasts, or a results folder's).
+    conditions : iterable of str
+        The conditions an expression may name.
+
+    Returns
+    -------
+    name, weights : str, dict
+        The named contrast the expression equals (its own name and weights), or, when it equals
+        none of them, :func:`contrast_name` of the parsed weights and those weights.
+    """
+    if expr in named:
+        return expr, dict(named[expr])
+    weights = parse_contrast(expr, conditions)
+    for name, other in named.items():
+        if same_contrast(weights, other):
+            return name, dict(other)
+    return contrast_name(weights), weights
 
 
 MIN_WEIGHT = 1e-12
@@ -757,6 +837,10 @@ __all__ = [
     "contrast_t",
     "one_way_anova",
     "parse_contrast",
+    "normalized_weights",
+    "same_contrast",
+    "contrast_name",
+    "match_contrast",
     "t_pvalue",
     "variance_from_m2",
     "weights_vector",

@@ -585,18 +585,12 @@ def _contrasts(value, conditions, path: Path | None) -> dict[str, Contrast]:
 
 
 def _checked_weights(expr: str, conditions, path: Path | None, where: str) -> dict[str, float]:
+    from topocli.stats.contrasts import parse_contrast
+
     try:
-        weights = _parse_weights(expr)
-    except ValueError as exc:
-        raise _fail(f"{where}: cannot parse {expr!r}: {exc}", path) from None
-    unknown = [c for c in weights if c not in conditions]
-    if unknown:
-        raise _fail(
-            f"{where} names unknown condition(s) {', '.join(unknown)}; "
-            f"known conditions: {', '.join(conditions)}",
-            path,
-        )
-    weights = {c: w for c, w in weights.items() if w != 0.0}
+        weights = parse_contrast(expr, conditions)
+    except TopoInputError as exc:
+        raise _fail(f"{where}: {exc}", path) from None
     if not any(w > 0 for w in weights.values()) or not any(w < 0 for w in weights.values()):
         raise _fail(f"{where} needs positive and negative weights: {expr!r}", path)
     total = sum(weights.values())
@@ -604,77 +598,6 @@ def _checked_weights(expr: str, conditions, path: Path | None, where: str) -> di
     if abs(total) > 1e-9 * max(scale, 1.0):
         raise _fail(f"{where} weights must sum to zero (they sum to {total:g}): {expr!r}", path)
     return weights
-
-
-def _parse_weights(expr: str) -> dict[str, float]:
-    """Parse a contrast expression into condition -> weight.
-
-    Grammar: terms ``[sign] [number [*]] name`` joined by ``+`` / ``-``, e.g.
-    ``"math - 0.5*false_belief - 0.5*false_photo"``. A ``>`` form ``"a + b > c"`` gives each side
-    total weight +1 / -1 (``"a > b"`` is ``"a - b"``). Repeated names add up.
-    """
-    if expr.count(">") > 1:
-        raise ValueError("more than one '>'")
-    if ">" in expr:
-        left, right = expr.split(">")
-        pos, neg = _parse_terms(left), _parse_terms(right)
-        out: dict[str, float] = {}
-        for side, sign in ((pos, 1.0), (neg, -1.0)):
-            total = sum(side.values())
-            if total <= 0:
-                raise ValueError("each side of '>' needs a positive total weight")
-            for k, w in side.items():
-                out[k] = out.get(k, 0.0) + sign * w / total
-        return out
-    return _parse_terms(expr)
-
-
-def _parse_terms(expr: str) -> dict[str, float]:
-    tokens = _tokenize(expr)
-    out: dict[str, float] = {}
-    i = 0
-    if not tokens:
-        raise ValueError("empty expression")
-    while i < len(tokens):
-        sign = 1.0
-        while i < len(tokens) and tokens[i] in (("op", "+"), ("op", "-")):
-            sign = -sign if tokens[i][1] == "-" else sign
-            i += 1
-        coef = 1.0
-        if i < len(tokens) and tokens[i][0] == "num":
-            coef = float(tokens[i][1])
-            i += 1
-            if i < len(tokens) and tokens[i] == ("op", "*"):
-                i += 1
-        if i >= len(tokens) or tokens[i][0] != "name":
-            raise ValueError("expected a condition name")
-        name = tokens[i][1]
-        i += 1
-        if i < len(tokens) and tokens[i] == ("op", "*"):
-            if i + 1 >= len(tokens) or tokens[i + 1][0] != "num":
-                raise ValueError(f"expected a number after '{name} *'")
-            coef *= float(tokens[i + 1][1])
-            i += 2
-        out[name] = out.get(name, 0.0) + sign * coef
-        if i < len(tokens) and tokens[i] not in (("op", "+"), ("op", "-")):
-            raise ValueError(f"unexpected {tokens[i][1]!r}")
-        if i < len(tokens) and i == len(tokens) - 1:
-            raise ValueError("expression ends with an operator")
-    return out
-
-
-def _tokenize(expr: str) -> list[tuple[str, str]]:
-    tokens, pos, text = [], 0, expr.strip()
-    while pos < len(text):
-        m = _TOKEN_RE.match(text, pos)
-        if m is None or m.end() == pos:
-            raise ValueError(f"unexpected character {text[pos]!r}")
-        kind = m.lastgroup
-        tokens.append((kind, m.group(kind)))
-        pos = m.end()
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-    return tokens
 
 
 def _thresholds(value, path: Path | None) -> Thresholds:
@@ -821,12 +744,13 @@ def resolve_localizer(name_or_path: str | Path) -> LocalizerSpec:
 
     loc = load_localizer(name_or_path)
     contrasts = {str(k): dict(c.weights) for k, c in loc.contrasts.items()}
-    default = loc.default_contrast or next(iter(contrasts), None)
+    primary = loc.default_contrast or next(iter(contrasts), None)
     return LocalizerSpec(
         name=loc.name,
         conditions=list(loc.conditions),
         contrasts=contrasts,
-        default_contrasts=[default] if default else [],
+        # every contrast of the localizer, its primary one first (the one a single map stands for)
+        default_contrasts=[primary] + [c for c in contrasts if c != primary] if primary else [],
         defaults=asdict(loc.thresholds),
         anova_conditions=list(loc.conditions) if loc.analysis == "parametric" else None,
         path=loc.path,
@@ -840,8 +764,16 @@ def resolve_localizer(name_or_path: str | Path) -> LocalizerSpec:
 def resolve_contrasts(
     spec: LocalizerSpec, contrast: Sequence[str] | None, conditions: Sequence[str]
 ) -> dict[str, dict[str, float]]:
-    """``--contrast`` values (the localizer's contrast names or expressions) -> weights."""
-    from topocli.stats.contrasts import parse_contrast
+    """``--contrast`` values -> contrast name -> weights.
+
+    With no ``--contrast``, every contrast of the localizer, its primary one
+    (``default_contrast``) first. A value may be a contrast's name or any spelling of it
+    (``a>b``, ``a-b``, ``a - b``, ``1*a - 1*b`` are one contrast): one that equals a named
+    contrast takes that name, any other gets its canonical name
+    (:func:`topocli.stats.contrasts.contrast_name`), so the same contrast always finds the same
+    columns downstream.
+    """
+    from topocli.stats.contrasts import match_contrast
 
     chosen = list(contrast) if contrast else list(spec.default_contrasts)
     if not chosen:
@@ -851,8 +783,12 @@ def resolve_contrasts(
         )
     out: dict[str, dict[str, float]] = {}
     for expr in chosen:
-        if expr in spec.contrasts:
-            out[expr] = dict(spec.contrasts[expr])
-        else:
-            out[" ".join(str(expr).split())] = parse_contrast(expr, conditions)
+        try:
+            name, weights = match_contrast(str(expr), spec.contrasts, conditions)
+        except TopoInputError as exc:
+            named = f"; its contrasts: {', '.join(spec.contrasts)}" if spec.contrasts else ""
+            raise TopoInputError(
+                f"--contrast {expr!r} is not a contrast of localizer {spec.name!r}{named} ({exc})"
+            ) from None
+        out[name] = weights
     return out
