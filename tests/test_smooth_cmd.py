@@ -47,7 +47,9 @@ def test_folder_input_smooths_every_map_within_areas(tmp_path):
     src, sheet = _results(tmp_path)
     out = run_smooth(_ctx(), src, 3.0)
     assert out == tmp_path / "loc-smoothed-3mm" == default_out(src, 3.0)
-    for rel in ("tmap.nii.gz", "maps/qmap.nii.gz"):
+    # p and q maps are never smoothed: a smoothed p-value is not a p-value
+    assert not (out / "maps" / "qmap.nii.gz").exists()
+    for rel in ("tmap.nii.gz",):
         before, names, sh = load_sheet_maps(src / rel)
         after, names_after, sh_after = load_sheet_maps(out / rel)
         assert names_after == names and sh_after == sheet
@@ -61,6 +63,8 @@ def test_folder_input_smooths_every_map_within_areas(tmp_path):
     assert manifest["parameters"] == {"fwhm_mm": 3.0, "across_areas": False, "maps": None}
     assert manifest["inputs"]["input"]["kind"] == "folder"
     assert manifest["extra"]["source_command"] == "localize"
+    assert manifest["extra"]["not_smoothed"] == ["qmap:qmap"]
+    assert manifest["extra"]["display_only"] is True
     html = (out / "report.html").read_text()
     assert "before" in html and "FWHM 3 mm" in html
 
@@ -81,10 +85,13 @@ def test_single_file_map_selection_and_across_areas(tmp_path):
     assert not np.allclose(values[0], within, rtol=1e-3)  # across areas is different
     assert not (out / "maps").exists()
     # a file stem picks the whole file; an explicit --out wins
-    out2 = run_smooth(_ctx(tmp_path / "mine"), src, 1.0, maps=["qmap"])
+    out2 = run_smooth(_ctx(tmp_path / "mine"), src, 1.0, maps=["tmap"])
     assert out2 == tmp_path / "mine"
-    assert sorted(p.name for p in (out2 / "maps").iterdir()) == ["qmap.json", "qmap.nii.gz"]
-    assert not (out2 / "tmap.nii.gz").exists()
+    assert load_sheet_maps(out2 / "tmap.nii.gz")[1] == ["c1", "c2"]
+    # asking for a q map alone is refused in one line, and nothing is written
+    with pytest.raises(TopoInputError, match="qmap:qmap is a p, q or label map"):
+        run_smooth(_ctx(tmp_path / "q-only"), src, 1.0, maps=["qmap"])
+    assert not (tmp_path / "q-only").exists()
 
 
 def test_prints_a_line_unless_quiet(tmp_path):
@@ -93,7 +100,8 @@ def test_prints_a_line_unless_quiet(tmp_path):
     src, _ = _results(tmp_path)
     buf = io.StringIO()
     run_smooth(_ctx(quiet=False), src, 2.0, out_console=Console(file=buf, width=300))
-    assert "smoothed 3 maps with FWHM 2 mm" in buf.getvalue()
+    text = buf.getvalue()
+    assert "smoothed 2 maps with FWHM 2 mm" in text and "1 p / q / label map(s) left out" in text
 
 
 def test_bad_input_is_one_line(tmp_path):

@@ -74,6 +74,35 @@ TopPercentOpt = Annotated[
 PoolingOpt = Annotated[str, typer.Option(help="mean | last token / frame pooling.")]
 CacheOpt = Annotated[bool, typer.Option(help="Use the activation cache.")]
 
+# an earlier results folder, passed the same way to every command that reads one
+FromOpt = Annotated[
+    Path | None,
+    typer.Option("--from", help="An earlier topo results folder to start from."),
+]
+
+
+def split_list(values: list[str] | None) -> list[str]:
+    """A list option's values: repeated (``--dose 1 --dose 5``) or comma-separated (``1,5``).
+
+    Every list of names or numbers takes both forms; empty items are dropped.
+    """
+    return [item.strip() for v in values or [] for item in str(v).split(",") if item.strip()]
+
+
+def localizer_default(key: str, unit: str = "") -> str:
+    """'default: from the localizer (8 mm: emfl_text, ...; 4 mm: ...)' for an option's help."""
+    from topocli.stimuli.library import shipped_thresholds
+
+    by_value: dict[str, list[str]] = {}
+    for name, table in shipped_thresholds().items():
+        if key in table:
+            value = table[key]
+            shown = f"{value:g}{unit}" if isinstance(value, int | float) else str(value)
+            by_value.setdefault(shown, []).append(name)
+    listed = "; ".join(f"{v}: {', '.join(names)}" for v, names in by_value.items())
+    return f"default: from the localizer ({listed})." if listed else "default: the localizer's."
+
+
 # name -> (annotation, default); --debug is read by the entry point before parsing
 _MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {
     "model": (ModelOpt, None),

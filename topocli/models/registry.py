@@ -84,3 +84,30 @@ def resolve_model(
         allow_pickle=allow_pickle,
         **options,
     )
+
+
+def model_spec_of(identity: dict | None, parameters: dict | None = None) -> str | None:
+    """The ``--model`` that reloads the model of a results folder.
+
+    Parameters
+    ----------
+    identity : dict or None
+        The model identity a results folder's manifest records (``extra.model``).
+    parameters : dict, optional
+        The folder's parameters (their ``model`` is the ``--model`` it was run with).
+
+    Returns
+    -------
+    str or None
+        A shipped name, a checkpoint folder or a base model; None for the shipped default.
+    """
+    ident = dict(identity or {})
+    if ident.get("name") in (DEFAULT_MODEL, CONTROL_MODEL):
+        return str(ident["name"])
+    if ident.get("checkpoint"):
+        return str(ident["checkpoint"])
+    spec = (parameters or {}).get("model")
+    if spec:
+        return str(spec)
+    base = ident.get("base_model")
+    return None if base == EMBEDDED_BASE else base

@@ -112,11 +112,7 @@ def resolve_contrast(source: SourceResults, contrast: str | None) -> str:
             f"({', '.join(names)})",
             source.root,
         )
-    if contrast not in names:
-        raise TopoInputError(
-            f"no contrast {contrast!r} in units.csv; it has {', '.join(names)}", source.root
-        )
-    return contrast
+    return source.results.find_contrast(contrast, names)
 
 
 def contrast_weights(source: SourceResults, contrast: str) -> dict[str, float]:

@@ -592,6 +592,8 @@ def run_localize(
     out_console: Any = None,
     froi_areas: str = "each",
     control: bool | None = None,
+    smoothed_from: Path | None = None,
+    expected_identity: dict | None = None,
 ) -> Path:
     """``topo localize``: run a localizer on ``ctx``'s model and write a results folder.
 
@@ -601,7 +603,9 @@ def run_localize(
     shipped default (one more pass over the stimuli: a few seconds on MiniLM), off otherwise.
 
     Options left as None take the localizer file's defaults, then the built-in ones
-    (:data:`DEFAULTS`). Returns the results folder's path.
+    (:data:`DEFAULTS`). ``smoothed_from`` marks the folder as ``topo smooth``'s re-localization
+    of that folder; ``expected_identity`` (its model identity) refuses a model that has changed
+    since. Returns the results folder's path.
     """
     from topocli.reporting.results import ResultsFolder
     from topocli.stimuli.stimulus_set import load_stimulus_set
@@ -640,6 +644,8 @@ def run_localize(
         # failure below leaves nothing behind
         rf = stack.enter_context(ResultsFolder(out, getattr(ctx, "overwrite", False)))
         model = ctx.load_model()
+        if expected_identity is not None:
+            _require_identity(model, expected_identity, smoothed_from)
         with ctx.progress() as progress:
             result = localize(
                 model,
@@ -688,11 +694,26 @@ def run_localize(
             "cache": bool(cache),
             "source": spec.source,
         }
+        if smoothed_from is not None:
+            params["smoothed_from"] = str(Path(smoothed_from).resolve())
         write_localize_results(rf, result, model, params)
     if not ctx.quiet and out_console is not None:
         print_summary(result, out_console)
         out_console.print(f"wrote {out}")
     return out
+
+
+def _require_identity(model: Any, expected: dict, folder: Path | None) -> None:
+    from topocli.models.checkpoint import model_identity
+    from topocli.reporting.reader import describe_identity, identity_differences
+
+    diff = identity_differences(expected, model_identity(model))
+    if diff:
+        raise TopoInputError(
+            f"the model {describe_identity(expected)!r} this folder was made with has changed "
+            f"since ({', '.join(diff)} differ)",
+            folder,
+        )
 
 
 def _safe(name: str) -> str:

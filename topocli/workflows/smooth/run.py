@@ -1,14 +1,20 @@
-"""``topo smooth``: Gaussian smoothing (FWHM in mm) of sheet maps from a results folder.
+"""``topo smooth``: Gaussian smoothing (FWHM in mm) of the results of an earlier command.
 
-INPUT is a topo results folder (every NIfTI sheet map it lists in ``manifest.json``) or one
-NIfTI sheet map written by topo (its JSON sidecar names the ``sheet.safetensors`` that maps grid
-cells back to units, so permuted and tiled sheets are rebuilt exactly). Every map is smoothed
-with :func:`topocli.stats.smoothing.smooth_map` (within each area unless ``across_areas``; NaN
-units stay NaN and do not count) and written, under the same file and map names, into a new results
-folder with a before/after figure per map in ``report.html`` and a manifest.
+Smoothing is done where it is valid, never on p or q:
 
-Smoothing a finished map is what ``--fwhm-mm`` of ``topo localize`` does *not* do: there the
-per-stimulus activations are smoothed before the statistics, as in fMRI.
+* a ``topo localize`` folder is re-localized with its own model, stimuli, contrasts and
+  thresholds and ``--fwhm-mm`` applied to the per-stimulus activations, as fMRI smooths volumes
+  before the GLM (:func:`relocalize_arguments`; the activation cache makes this one pass over
+  the cached activations, no forward pass). t, p and q are recomputed, re-thresholded and
+  re-clustered, and the output is a localize folder marked as smoothed (``parameters.fwhm_mm``
+  and ``extra.smoothed_from``) that intervene, compare and ``screen --from`` accept;
+* any other folder, or one NIfTI sheet map, has its t (and other estimate) maps smoothed for
+  display (:func:`run_smooth`): p, q and cluster-label maps are not smoothed (a smoothed
+  p-value is not a p-value), and nothing is re-thresholded, because a smoothed t map has no
+  known null distribution.
+
+Maps are smoothed with :func:`topocli.stats.smoothing.smooth_map` (within each area unless
+``across_areas``; NaN units stay NaN and do not count).
 """
 
 from __future__ import annotations
@@ -46,6 +52,104 @@ def default_out(input_path: str | Path, fwhm_mm: float) -> Path:
         folder = p.resolve().parent
         return folder.with_name(f"{folder.name}-{_stem(p.name)}-{label}")
     return p.with_name(f"{p.name.rstrip('/')}-{label}")
+
+
+# statistics a smoothed value is still an estimate of; p, q and labels are not smoothed
+SMOOTHABLE_STATS = {"t", "z", "F", "estimate", None}
+NOT_SMOOTHED_STEMS = {"pmap", "qmap", "clusters", "known_maps", "froi", "anova"}
+# the localize options a re-localization keeps from the source folder
+_LOCALIZE_OPTIONS = (
+    "q", "alternative", "fdr_scope", "top_percent", "min_cluster", "connectivity",
+    "permutations", "froi_areas",
+)
+
+
+def relocalize_arguments(
+    input_path: str | Path, fwhm_mm: float, across_areas: bool = False
+) -> dict[str, Any] | None:
+    """The ``run_localize`` arguments that redo a localize folder with smoothed activations.
+
+    Parameters
+    ----------
+    input_path : path
+        A results folder; only a ``topo localize`` folder gives arguments.
+    fwhm_mm : float
+        FWHM of the Gaussian applied to every stimulus's activations (> 0).
+    across_areas : bool
+        Smooth over the whole contiguous sheet instead of within each area.
+
+    Returns
+    -------
+    dict or None
+        ``model`` (the ``--model`` that reloads the folder's model), ``identity`` (the model
+        identity the reloaded model must have) and ``localize`` (keyword arguments of
+        ``run_localize``); None for any other input, which :func:`run_smooth` handles.
+    """
+    from topocli.models.registry import model_spec_of
+
+    p = Path(input_path)
+    if not p.is_dir():
+        return None
+    results = read_results(p)
+    if results.command != "localize":
+        return None
+    params = results.parameters
+    if not results.identity:
+        raise TopoInputError("manifest.json does not record the model it was made with", p)
+    fw = _checked_fwhm(fwhm_mm)
+    if float(params.get("fwhm_mm") or 0.0) > 0:
+        raise TopoInputError(
+            f"is already smoothed (FWHM {params['fwhm_mm']:g} mm); smooth the unsmoothed "
+            "folder it came from, so that FWHMs do not compound",
+            p,
+        )
+    localizer = params.get("localizer_file") or params.get("localizer")
+    if localizer is None:
+        raise TopoInputError("manifest.json does not record its localizer", p)
+    kwargs = {
+        "localizer": str(localizer),
+        "stimuli": Path(params["stimuli"]) if params.get("stimuli") else None,
+        "contrast": list(params["contrast_options"]) if params.get("contrast_options") else None,
+        "fwhm_mm": fw,
+        "across_areas": bool(across_areas),
+        "pooling": params.get("pooling", "mean"),
+        "control": "control" in results.extra,
+        "smoothed_from": results.root,
+    }
+    for key in _LOCALIZE_OPTIONS:
+        if params.get(key) is not None:
+            kwargs[key] = params[key]
+    return {
+        "model": model_spec_of(results.identity, params),
+        "identity": results.identity,
+        "localize": kwargs,
+    }
+
+
+def _checked_fwhm(fwhm_mm: Any) -> float:
+    try:
+        fw = float(fwhm_mm)
+    except (TypeError, ValueError):
+        raise TopoInputError(f"--fwhm-mm must be a number > 0, got {fwhm_mm!r}") from None
+    if not (math.isfinite(fw) and fw > 0):
+        raise TopoInputError(f"--fwhm-mm must be a finite number > 0, got {fwhm_mm}")
+    return fw
+
+
+def _map_stats(path: str | Path, n_maps: int) -> list[str | None]:
+    """The statistic of each map of a file, from its JSON sidecar (None when not recorded)."""
+    import json
+
+    sidecar = Path(path).with_name(_stem(Path(path).name) + ".json")
+    stat: Any = None
+    if sidecar.is_file():
+        try:
+            stat = json.loads(sidecar.read_text()).get("stat")
+        except (OSError, ValueError, AttributeError):
+            stat = None
+    if isinstance(stat, list) and len(stat) == n_maps:
+        return [None if s is None else str(s) for s in stat]
+    return [None if stat is None else str(stat)] * n_maps
 
 
 def collect_maps(input_path: str | Path) -> tuple[list[tuple[str, str]], dict[str, Any], Path]:
@@ -124,20 +228,26 @@ def run_smooth(
     from topocli.stats.smoothing import fwhm_to_sigma, smooth_map
     from topocli.workflows.smooth.report import build_report
 
-    try:
-        fw = float(fwhm_mm)
-    except (TypeError, ValueError):
-        raise TopoInputError(f"--fwhm-mm must be a number > 0, got {fwhm_mm!r}") from None
-    if not (math.isfinite(fw) and fw > 0):
-        raise TopoInputError(f"--fwhm-mm must be a finite number > 0, got {fwhm_mm}")
+    fw = _checked_fwhm(fwhm_mm)
     files, manifest, root = collect_maps(input_path)
     used: set[str] = set()
     jobs = []
+    refused: list[str] = []
     for rel, path in files:
         values, names, sheet = load_sheet_maps(path)
-        picks = _select(names, _stem(Path(rel).name), maps, used)
-        if picks:
-            jobs.append((rel, values[picks], [names[i] for i in picks], sheet))
+        stem = _stem(Path(rel).name)
+        picks = _select(names, stem, maps, used)
+        stats = _map_stats(path, len(names))
+        keep = [i for i in picks if stats[i] in SMOOTHABLE_STATS and stem not in NOT_SMOOTHED_STEMS]
+        refused += [f"{stem}:{names[i]}" for i in picks if i not in keep]
+        if keep:
+            jobs.append((rel, values[keep], [names[i] for i in keep], sheet))
+    if refused and not jobs:
+        raise TopoInputError(
+            f"{refused[0]} is a p, q or label map: those are never smoothed (a smoothed p is not "
+            "a p-value); smooth the t map, or re-localize with --fwhm-mm",
+            input_path,
+        )
     if maps:
         missing = [m for m in maps if m not in used]
         if missing:
@@ -167,6 +277,8 @@ def run_smooth(
                 "source_command": manifest.get("command"),
                 "source_folder": str(Path(root).resolve()),
                 "smoothed": {rel: names for rel, _, names, _ in jobs},
+                "not_smoothed": refused,
+                "display_only": True,
                 "sheet": sheet.describe(),
             },
         )
@@ -174,7 +286,8 @@ def run_smooth(
         n = sum(len(j[2]) for j in jobs)
         out_console.print(
             f"smoothed {n} map{'s' if n != 1 else ''} with FWHM {fw:g} mm "
-            f"({'across areas' if across_areas else 'within each area'}); wrote {out}"
+            f"({'across areas' if across_areas else 'within each area'}) for display: not "
+            f"re-thresholded; {len(refused)} p / q / label map(s) left out; wrote {out}"
         )
     return out
 
