@@ -19,8 +19,9 @@ REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test gets its own activation cache folder."""
+    """Every test gets its own activation cache and built-stimuli folders."""
     monkeypatch.setenv("TOPO_CACHE_DIR", str(tmp_path_factory.mktemp("topo-cache")))
+    monkeypatch.setenv("TOPO_STIMULI_DIR", str(tmp_path_factory.mktemp("topo-stimuli")))
 
 
 @pytest.fixture(scope="session")

@@ -106,6 +106,12 @@ def test_shipped_definition_loads_and_validates(name):
             loc.stimulus_folders()
     elif loc.stimuli == "generated":
         assert loc.analysis == "parametric" and loc.generator is not None
+    elif loc.built_set is not None:  # built on first use by `topo stimuli` (tested there)
+        from topocli.stimuli.builders.sets import SETS
+
+        built = SETS[loc.built_set]
+        assert built.modality == loc.modality
+        assert set(loc.conditions) <= set(built.condition_names)
     else:
         folders = loc.stimulus_folders()
         assert list(folders) == list(loc.conditions)

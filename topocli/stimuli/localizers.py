@@ -10,7 +10,6 @@ data package ``topocli.localizer_data``.
 
 from __future__ import annotations
 
-import importlib.resources
 import math
 import os
 import re
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from topocli.errors import TopoInputError
 from topocli.stimuli.generators import generate_retinotopy, generate_tonotopy, tone_name
+from topocli.stimuli.library import library_root
 from topocli.stimuli.stimulus_set import StimulusSet, load_condition_folders
 
 try:
@@ -45,11 +45,11 @@ __all__ = [
 SCHEMA_VERSION = 1
 # Where an installed copy keeps the shipped files (the second name is in case the data package is
 # renamed so that it no longer shadows this module in a non-editable install).
-_DATA_PACKAGES = ("topocli.localizer_data",)
 MODALITIES = ("text", "image", "audio")
 ALTERNATIVES = ("greater", "less", "two-sided")
 ANALYSES = ("contrast", "parametric")
 GENERATORS = ("retinotopy", "tonotopy")
+BUILD_PREFIX = "build:"
 STIMULUS_SUFFIXES = {
     "text": (".txt",),
     "image": (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"),
@@ -205,9 +205,16 @@ class Localizer:
         return self.path.parent if self.path is not None else Path.cwd()
 
     @property
+    def built_set(self) -> str | None:
+        """The set named by ``stimuli = "build:NAME"`` (see ``topo stimuli list``), else None."""
+        if self.stimuli.startswith(BUILD_PREFIX):
+            return self.stimuli[len(BUILD_PREFIX) :]
+        return None
+
+    @property
     def stimuli_dir(self) -> Path | None:
-        """Resolved stimulus folder, or None for ``"user"`` / ``"generated"`` stimuli."""
-        if self.stimuli in ("user", "generated"):
+        """Resolved stimulus folder, or None for ``"user"`` / ``"generated"`` / ``"build:"``."""
+        if self.stimuli in ("user", "generated") or self.built_set is not None:
             return None
         return (self.root / self.stimuli).resolve()
 
@@ -248,7 +255,10 @@ class Localizer:
         ----------
         root : str or Path, optional
             A user stimulus folder with one sub-folder per condition (``--stimuli DIR``). When
-            omitted the shipped folders of the definition are used.
+            omitted the shipped folders of the definition are used; a ``"build:NAME"``
+            localizer builds its set on first use into the cache (``$TOPO_STIMULI_DIR``,
+            default ``~/.cache/topo/stimuli``, keyed by set, seed, count and source versions)
+            and reuses it afterwards.
 
         Returns
         -------
@@ -274,6 +284,19 @@ class Localizer:
                 "Localizer.generate(out_dir) or pass --stimuli DIR",
                 self.path,
             )
+        if self.built_set is not None:
+            from topocli.stimuli.builders.build import cached_build
+
+            try:
+                base = cached_build(self.built_set)
+            except TopoInputError as exc:
+                raise TopoInputError(
+                    f"localizer {self.name!r} builds its {self.modality} stimuli (set "
+                    f"{self.built_set!r}) from installed packages: {exc}; or pass --stimuli DIR "
+                    f"with one sub-folder per condition: {', '.join(self.conditions)}",
+                    self.path,
+                ) from None
+            return {c: self._checked_folder(base / c, c) for c in self.conditions}
         base = self.stimuli_dir
         out = {}
         for cond in self.conditions:
@@ -323,22 +346,6 @@ class Localizer:
 
 
 # --------------------------------------------------------------------------- library lookup
-
-
-def library_root() -> Path:
-    """Folder holding the shipped definitions and stimuli.
-
-    The installed data package ``topocli.localizer_data`` when it is a real folder with definitions,
-    else the repository's ``localizers/`` next to the ``topocli`` source folder.
-    """
-    for package in _DATA_PACKAGES:
-        try:
-            candidate = Path(str(importlib.resources.files(package)))
-        except (ImportError, TypeError, ValueError, AttributeError):
-            continue
-        if candidate.is_dir() and any(candidate.glob("*.toml")):
-            return candidate
-    return Path(__file__).resolve().parents[2] / "localizers"
 
 
 def list_localizers() -> list[str]:
@@ -476,6 +483,7 @@ def _build(data: dict, path: Path | None) -> Localizer:
         raise _fail(f"modality {modality!r} is not one of {', '.join(MODALITIES)}", path)
     stimuli = _string(data["stimuli"], "stimuli", path)
     conditions = _conditions(data["conditions"], path)
+    _check_built_set(stimuli, modality, conditions, path)
     analysis = data.get("analysis", "contrast")
     if analysis not in ANALYSES:
         raise _fail(f"analysis {analysis!r} is not one of {', '.join(ANALYSES)}", path)
@@ -518,6 +526,33 @@ def _build(data: dict, path: Path | None) -> Localizer:
         path=path,
         folders=folders,
     )
+
+
+def _check_built_set(stimuli: str, modality: str, conditions, path: Path | None) -> None:
+    if not stimuli.startswith(BUILD_PREFIX):
+        return
+    from topocli.stimuli.builders.sets import SETS
+
+    name = stimuli[len(BUILD_PREFIX) :]
+    if name not in SETS:
+        raise _fail(
+            f"stimuli = {stimuli!r} names no buildable set; known: "
+            f"{', '.join(BUILD_PREFIX + k for k in SETS)}",
+            path,
+        )
+    built = SETS[name]
+    if built.modality != modality:
+        raise _fail(
+            f"stimuli = {stimuli!r} builds {built.modality} stimuli but modality is {modality!r}",
+            path,
+        )
+    missing = [c for c in conditions if c not in built.condition_names]
+    if missing:
+        raise _fail(
+            f"set {name!r} has no condition(s) {', '.join(missing)}; it builds: "
+            f"{', '.join(built.condition_names)}",
+            path,
+        )
 
 
 def _conditions(value, path: Path | None) -> tuple[str, ...]:

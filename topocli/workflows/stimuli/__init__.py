@@ -1,0 +1,1 @@
+"""``topo stimuli``: list the buildable stimulus sets, build one into a folder."""
