@@ -302,3 +302,359 @@ def test_short_name():
     assert short_name("model.thinker.model.layers.11") == "layers.11"
     s = short_name("a_really_long_module_name_indeed", 12)
     assert len(s) == 12 and "…" in s
+
+
+# ---------------------------------------------------------------------- results folders' reports
+def _folder(path, command, inputs=None, build=None):
+    from topocli.reporting.results import ResultsFolder
+
+    rep = Report(f"topo {command}")
+    rep.add_section("Summary")
+    if build is not None:
+        build(rep)
+    with ResultsFolder(path) as rf:
+        rf.write_report(rep)
+        rf.write_manifest(command, {}, inputs or {})
+    return path
+
+
+def _source_hrefs(path) -> list[str]:
+    html = (path / "report.html").read_text(encoding="utf-8")
+    return re.findall(r'<a class="source-report" href="([^"]+)"', html)
+
+
+def test_reports_link_the_reports_they_were_made_from(tmp_path):
+    """Relative links from the manifest's inputs: a folder, a file inside one, a list."""
+    import os
+
+    loc = _folder(tmp_path / "loc", "localize")
+    loc2 = _folder(tmp_path / "deep" / "loc2", "localize")
+    smooth = _folder(tmp_path / "sm", "smooth", {"input": str(loc / "manifest.json")})
+    screen = _folder(
+        tmp_path / "runs" / "screen",
+        "screen",
+        {"known": [str(loc), str(loc2), str(loc)], "stimuli": str(tmp_path)},
+    )
+    assert _source_hrefs(smooth) == ["../loc/report.html"]
+    hrefs = _source_hrefs(screen)
+    assert hrefs == ["../../loc/report.html", "../../deep/loc2/report.html"]  # once each
+    for href in hrefs:  # they resolve from the report's folder
+        assert (screen / href).resolve() == (
+            loc if "loc2" not in href else loc2
+        ).resolve() / "report.html"
+    # the links survive moving the whole tree (they are relative)
+    os.rename(tmp_path / "runs", tmp_path / "moved")
+    assert all((tmp_path / "moved" / "screen" / h).is_file() for h in hrefs)
+    assert _source_hrefs(loc) == []
+
+
+def test_figures_are_files_beside_the_report_and_in_the_manifest(tmp_path):
+    import json
+
+    sheet = _sheet()
+    t = np.random.default_rng(0).standard_normal(sheet.n_units)
+
+    def build(rep):
+        rep.add_figure(plot_sheet_map(t, sheet, "t"), "t map of a>b")
+        df = pd.DataFrame({"x": [1, 2, 3], "y": [1.0, 4.0, 9.0]})
+        rep.add_figure(plot_lines(df, "x", "y"), "dose response")
+
+    out = _folder(tmp_path / "r", "localize", build=build)
+    files = sorted(p.relative_to(out).as_posix() for p in (out / "figures").iterdir())
+    assert files == [
+        "figures/01-t-map-of-a-b.png",
+        "figures/02-dose-response.png",
+        "figures/02-dose-response.svg",
+    ]  # SVG only for the vector figure
+    with Image.open(out / files[0]) as im:
+        assert im.format == "PNG" and im.width > 300
+    assert (out / files[2]).read_text().lstrip().startswith(("<?xml", "<svg"))
+    outputs = {r["path"] for r in json.loads((out / "manifest.json").read_text())["outputs"]}
+    assert set(files) <= outputs
+    html = (out / "report.html").read_text()
+    for f in files:
+        assert f'href="{f}"' in html
+
+
+def test_summary_json_beside_the_manifest(tmp_path):
+    from topocli.errors import TopoInputError
+    from topocli.reporting.summary import summary_of
+
+    out = _folder(
+        tmp_path / "r",
+        "screen",
+        build=lambda rep: rep.set_summary({"categories": [{"name": "faces", "peak_t": np.nan}]}),
+    )
+    data = summary_of(out)
+    assert data["command"] == "screen" and data["tool"] == "topo"
+    assert data["summary"] == {"categories": [{"name": "faces", "peak_t": None}]}
+    import json
+
+    listed = {r["path"] for r in json.loads((out / "manifest.json").read_text())["outputs"]}
+    assert "summary.json" in listed
+    with pytest.raises(TopoInputError, match="no summary.json"):
+        summary_of(_folder(tmp_path / "none", "info"))
+
+
+def test_table_decisive_columns_first_and_text_cells_wrap():
+    df = pd.DataFrame(
+        {"a": [1], "b": [2.0], "closest known": ["language 0.52"], "category": ["emotional"]}
+    )
+    rep = Report("t")
+    rep.add_table(df, first=["category", "closest known", "missing"])
+    html = rep.render()
+    heads = re.findall(r"<th scope=\"col\"[^>]*>([^<]*)</th>", html)
+    assert heads == ["category", "closest known", "a", "b"]
+    row = re.search(r"<tbody>\s*<tr>(.*?)</tr>", html, re.S).group(1)
+    assert re.findall(r'<td class="(\w+)"', row) == ["text", "text", "num", "num"]
+    css = re.search(r"<style>(.*?)</style>", html, re.S).group(1)
+    assert "text-overflow: ellipsis" not in css  # nothing is cut, long text wraps
+    assert re.search(r"td\.text \{[^}]*white-space: normal", css)
+
+
+def test_sheet_viewer_payload_decodes_to_the_maps():
+    """The embedded arrays decode (as the page's script does) to the units' values."""
+    from topocli.reporting.viewer import viewer_payload
+
+    sheet = _sheet()
+    rng = np.random.default_rng(5)
+    t = rng.standard_normal(sheet.n_units) * 4
+    q = 10 ** -rng.uniform(0, 12, sheet.n_units)
+    lab = (t > 2).astype(int)
+    data = viewer_payload(sheet, [{"name": "a>b", "t": t, "q": q, "cluster": lab}])
+
+    def arr(text, dtype):
+        return np.frombuffer(base64.b64decode(text), dtype=dtype)
+
+    tri = arr(data["unit"], "<i2").reshape(-1, 3)
+    np.testing.assert_array_equal(tri[:, 0], sheet.row)
+    np.testing.assert_array_equal(tri[:, 1], sheet.col)
+    np.testing.assert_array_equal(tri[:, 2], sheet.area)
+    m = data["maps"][0]
+    np.testing.assert_allclose(arr(m["t"], "<f2"), t, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(10 ** -arr(m["q"], "<f2").astype(float), q, rtol=2e-2)
+    np.testing.assert_array_equal(arr(m["cluster"], "<i2"), lab)
+    assert data["areas"] == sheet.area_names and (data["rows"], data["cols"]) == sheet.grid_shape
+    # compact: a few bytes per unit and map, not JSON floats
+    import json
+
+    assert len(json.dumps(data)) < 17 * sheet.n_units + 500  # 6 + 6 bytes per unit, base64
+
+
+def test_profile_figure_text_is_legible_in_the_report():
+    """Text >= 11 CSS px as shown in the report column, even for a wide profile."""
+    from topocli.reporting.html import MAIN_WIDTH_PX
+    from topocli.reporting.plotting import smallest_text_px
+
+    conds = [f"condition {i}" for i in range(14)]
+    df = pd.DataFrame(
+        {
+            "condition": np.repeat(conds, 3),
+            "area": ["layer.1", "layer.2", "layer.3"] * len(conds),
+            "m": np.arange(42.0),
+            "e": 1.0,
+        }
+    )
+    fig = plot_profile_bars(
+        df, "condition", "m", hue="area", err="e", title="fROI", figsize=(14, 3.6)
+    )
+    assert smallest_text_px(fig, MAIN_WIDTH_PX) >= 11
+    fig = plot_lines(df, "m", "e", hue="area", figsize=(12, 3))
+    assert smallest_text_px(fig, MAIN_WIDTH_PX) >= 11
+    # the oracle: an 8 pt legend in a 14-inch figure would be about 7 px, and fails
+    small = new_figure((14, 3))
+    small.add_subplot().set_title("x", fontsize=8)
+    assert smallest_text_px(small, MAIN_WIDTH_PX) < 11
+
+
+# ---------------------------------------------------------------------- terminal tables
+def test_terminal_tables_fit_80_columns_without_cutting_names():
+    from rich.console import Console
+
+    from topocli.reporting.terminal import Column, fit_table
+
+    names = ["emotional", "social interaction", "numbers and arithmetic", "faces"]
+    columns = [
+        Column("rank", priority=0),
+        Column("category", "left", 0, name=True),
+        Column("sig. units", priority=0),
+        Column("clusters", priority=3),
+        Column("peak t", priority=1),
+        Column("map I", priority=2),
+        Column("closest known (Dice)", "left", 1, name=True),
+        Column("novelty", priority=1),
+        Column("at random", priority=2),
+        Column("stimuli", priority=4),
+    ]
+    rows = [
+        [i + 1, n, 120 + i, 3, "5.21", "0.412", "language (0.52)", "0.48", "0.91", 40]
+        for i, n in enumerate(names)
+    ]
+    for width in (80, 60):
+        console = Console(width=width, record=True, color_system=None)
+        console.print(fit_table(columns, rows, console.width, title="categories ranked"))
+        text = console.export_text()
+        assert max(len(line) for line in text.splitlines()) <= width
+        assert "…" not in text and "..." not in text
+        lines = text.splitlines()
+        for n in names:
+            assert any(n in line for line in lines), n  # whole names, each on one line
+        assert "not shown at" in text and "stimuli" in text.split("not shown at")[1]
+        assert "category" in text and "sig. units" in text  # priority 0 stays
+    wide = Console(width=200, record=True, color_system=None)
+    wide.print(fit_table(columns, rows, wide.width))
+    assert "not shown" not in wide.export_text()  # nothing dropped when it fits
+
+
+def test_screen_summary_prints_at_80_columns():
+    """screen's own table through print_summary, with a long category name."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from topocli.workflows.screen.report import print_summary, summary_of_result
+
+    cats = [
+        SimpleNamespace(
+            rank=i + 1,
+            name=name,
+            n_stimuli=40,
+            n_significant=100 - i,
+            n_clusters=2,
+            peak_t=6.1,
+            topography=None,
+            best_known="language",
+            max_dice=0.31,
+            novelty=0.69,
+            novelty_random=0.97,
+        )
+        for i, name in enumerate(["emotional", "spatial navigation", "faces"])
+    ]
+    result = SimpleNamespace(
+        params={"q": 0.05, "fwhm_mm": 0.0, "min_cluster": 5, "rank_by": "n-significant"},
+        categories=cats,
+        mode="categories",
+        control_comparison=None,
+    )
+    console = Console(width=80, record=True, color_system=None)
+    print_summary(result, console)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "categories ranked" in text and "…" not in text
+    assert "emotional" in text and "spatial navigation" in text
+    summary = summary_of_result(result)
+    assert [c["category"] for c in summary["categories"]] == [
+        "emotional",
+        "spatial navigation",
+        "faces",
+    ]
+    assert summary["categories"][0]["map_moran_i"] is not None  # NaN until written as JSON
+
+
+# ---------------------------------------------------------------------- the same tables everywhere
+def test_unit_rows_and_cluster_peaks_are_the_same_in_every_command():
+    from topocli.reporting.tables import UNIT_COLUMNS, unit_frame, with_peak_position
+    from topocli.workflows.localize.report import UNIT_COLUMNS as LOCALIZE_UNITS
+    from topocli.workflows.screen.report import UNIT_COLUMNS as SCREEN_UNITS
+
+    assert LOCALIZE_UNITS == ["contrast", *UNIT_COLUMNS]
+    assert SCREEN_UNITS == ["category", "reference", *UNIT_COLUMNS]
+    sheet = _sheet(mm=0.5)
+    t = np.arange(sheet.n_units, dtype=float)
+    rows = unit_frame(sheet, {"t": t}, {"contrast": "a>b"})
+    assert list(rows.columns) == ["contrast", *UNIT_COLUMNS]
+    assert rows["df"].isna().all() and (rows["cluster"] == 0).all()  # absent = empty, 0 = none
+    np.testing.assert_array_equal(rows["x_mm"], sheet.col * 0.5)
+    clusters = pd.DataFrame({"cluster": [1, 2], "peak_unit": [7, 150], "n_units": [3, 4]})
+    out = with_peak_position(clusters, sheet)
+    assert list(out.columns) == [
+        "cluster",
+        "peak_unit",
+        "peak_area",
+        "peak_row",
+        "peak_col",
+        "peak_x_mm",
+        "peak_y_mm",
+        "n_units",
+    ]
+    for r in out.itertuples():  # the oracle: the sheet's own coordinates
+        assert r.peak_area == sheet.area_names[sheet.area[r.peak_unit]]
+        assert (r.peak_row, r.peak_col) == (sheet.row[r.peak_unit], sheet.col[r.peak_unit])
+        assert (r.peak_x_mm, r.peak_y_mm) == tuple(sheet.positions_mm[r.peak_unit])
+
+
+def test_localize_and_intervene_summaries_print_at_80_columns():
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from topocli.workflows.intervene.report import print_summary as print_intervene
+    from topocli.workflows.localize.report import print_summary as print_localize
+
+    def contrast(name):
+        s = {
+            "map_moran_i_unsmoothed": 0.61,
+            "join_count_z_unsmoothed": 19.9,
+            "n_clusters_unsmoothed": 12,
+            "n_clusters_random_placement": 19.1,
+        }
+        return SimpleNamespace(
+            name=name,
+            n_significant=929,
+            n_clusters=8,
+            peak_t=46.2,
+            moran_unsmoothed=0.34,
+            summary=lambda: s,
+        )
+
+    names = ["sentences-jabberwocky", "emotional_faces-neutral_faces_and_houses"]
+    result = SimpleNamespace(
+        params={
+            "q": 0.05,
+            "alternative": "greater",
+            "fdr_scope": "sheet",
+            "fwhm_mm": 0.0,
+            "min_cluster": 8,
+        },
+        sheet=SimpleNamespace(n_units=2304),
+        contrasts=[contrast(n) for n in names],
+        control_comparison=None,
+    )
+    console = Console(width=80, record=True, color_system=None)
+    print_localize(result, console)
+    stats = pd.DataFrame(
+        {
+            "dose": [1.0, 5.0],
+            "readout": ["fidelity", "lm-loss"],
+            "statistic": ["target_effect", "selectivity"],
+            "target_value": [0.12, 0.5],
+            "control": ["distance-matched", "random"],
+            "control_mean": [0.01, np.nan],
+            "p_permutation": [0.004, 0.2],
+            "effect_size_z": [3.1, 0.4],
+        }
+    )
+    print_intervene(stats, console)
+    text = console.export_text()
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in text
+    for name in [*names[:1], "distance-matched", "target_effect"]:
+        assert any(name in line for line in lines), name
+    # a name past 28 characters folds onto the next line, nothing of it lost
+    cells = "".join(line.split("│")[1].strip() for line in lines if line.count("│") > 2)
+    assert names[1] in cells
+
+
+def test_viewer_data_cannot_close_its_script_tag():
+    """A map name from a stimulus folder stays data: escaped in the JSON block, read back whole."""
+    import json
+
+    sheet = _sheet()
+    rep = Report("v")
+    rep.add_sheet_viewer(sheet, [{"name": EVIL, "t": np.zeros(sheet.n_units)}])
+    html = rep.render()
+    block = re.search(
+        r'<script type="application/json" class="viewer-data">(.*?)</script>', html, re.S
+    ).group(1)
+    assert "<" not in block and json.loads(block)["maps"][0]["name"] == EVIL
+    assert EVIL not in html

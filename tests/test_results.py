@@ -196,11 +196,12 @@ def test_nifti_round_trip_through_nibabel(tmp_path):
     empty[sheet.col, sheet.row] = False
     assert empty.any() and np.isnan(data[..., 0][empty]).all()
     assert not np.isnan(data[sheet.col, sheet.row, 0]).any()
-    np.testing.assert_array_equal(img.affine, np.diag([0.5, 0.5, 0.5, 1.0]))
+    np.testing.assert_array_equal(img.affine, np.diag([0.5, -0.5, 0.5, 1.0]))
     assert img.header.get_xyzt_units()[0] == "mm"
-    # voxel (col, row, 0) lands at the unit's position in mm
+    # voxel (col, row, 0) lands at (x_mm, -y_mm): y flipped so row 0 is on top in viewers
     ijk = np.stack([sheet.col, sheet.row, np.zeros(sheet.n_units)], 1)
-    np.testing.assert_allclose(apply_affine(img.affine, ijk)[:, :2], sheet.positions_mm)
+    world = apply_affine(img.affine, ijk)[:, :2]
+    np.testing.assert_allclose(world, sheet.positions_mm * [1.0, -1.0])
     sidecar = json.loads((out / "maps" / "tmap.json").read_text())
     assert sidecar["maps"] == ["tmap"] and sidecar["sheet_file"] == "../sheet.safetensors"
     back, sheet2 = load_sheet_map(out / "maps" / "tmap.nii.gz")
@@ -397,3 +398,127 @@ def test_atomic_write(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         atomic_write_text(p, "three")
     assert p.read_bytes() == b"two" and os.listdir(tmp_path) == ["f.txt"]
+
+
+# ---------------------------------------------------------------------- NIfTI shape and intent
+def test_one_map_is_3d_even_when_given_as_a_stack(tmp_path):
+    """A (1, n_units) stack (localize with one contrast) is a 3-D image; several stay 4-D."""
+    sheet = _sheet()
+    rows, cols = sheet.grid_shape
+    values = np.random.default_rng(3).standard_normal((2, sheet.n_units))
+    out = tmp_path / "run"
+    with ResultsFolder(out) as rf:
+        rf.write_sheet_nifti("one.nii.gz", values[:1], sheet, ["a>b"])
+        rf.write_sheet_nifti("two.nii.gz", values, sheet, ["a>b", "b>a"])
+        _write_min(rf)
+    assert nib.load(out / "one.nii.gz").shape == (cols, rows, 1)
+    assert nib.load(out / "two.nii.gz").shape == (cols, rows, 1, 2)
+    back, names, _ = load_sheet_maps(out / "one.nii.gz")
+    assert names == ["a>b"] and back.shape == (1, sheet.n_units)
+    np.testing.assert_array_equal(back[0], values[0].astype(np.float32))
+
+
+def test_intent_codes_and_df(tmp_path):
+    sheet = _sheet()
+    rng = np.random.default_rng(4)
+    t = rng.standard_normal((2, sheet.n_units))
+    welch_df = rng.uniform(5, 30, (2, sheet.n_units))
+    out = tmp_path / "run"
+    with ResultsFolder(out) as rf:
+        rf.write_sheet_nifti("t_uniform.nii.gz", t, sheet, ["a", "b"], stat="t", df=18.0)
+        rf.write_sheet_nifti("t_welch.nii.gz", t, sheet, ["a", "b"], stat="t", df=welch_df)
+        rf.write_sheet_nifti("p.nii.gz", np.abs(t[0]) / 10, sheet, stat="p")
+        rf.write_sheet_nifti("q.nii.gz", np.abs(t) / 10, sheet, ["a", "b"], stat="q")
+        rf.write_sheet_nifti("z.nii.gz", t[0], sheet, stat="z")
+        rf.write_sheet_nifti("lab.nii.gz", (t[0] > 1).astype(float), sheet, stat="label")
+        rf.write_sheet_nifti("mixed.nii.gz", t, sheet, ["F", "q"], stat=["F", "q"])
+        with pytest.raises(ValueError, match="unknown map statistic"):
+            rf.write_sheet_nifti("bad.nii.gz", t[0], sheet, stat="chi2")
+        with pytest.raises(ValueError, match="only recorded for t"):
+            rf.write_sheet_nifti("bad.nii.gz", t[0], sheet, stat="z", df=3.0)
+        _write_min(rf)
+
+    def intent(name):
+        return nib.load(out / name).header.get_intent()
+
+    assert intent("t_uniform.nii.gz")[:2] == ("t test", (18.0,))
+    assert json.loads((out / "t_uniform.json").read_text())["df"] == 18.0
+    code, params, label = intent("t_welch.nii.gz")
+    assert code == "t test" and "sidecar" in label
+    side = json.loads((out / "t_welch.json").read_text())
+    assert side["stat"] == ["t", "t"] and set(side["df"]) == {"a", "b"}
+    np.testing.assert_allclose(side["df"]["b"], welch_df[1], rtol=1e-3)  # 4 significant digits
+    assert intent("p.nii.gz")[0] == "p value" and intent("q.nii.gz")[0] == "p value"
+    assert intent("q.nii.gz")[2].startswith("q")
+    assert intent("z.nii.gz")[0] == "z score" and intent("lab.nii.gz")[0] == "label"
+    assert intent("mixed.nii.gz")[0] == "none"
+    assert json.loads((out / "mixed.json").read_text())["stat"] == ["F", "q"]
+
+
+@pytest.mark.slow  # importing nilearn's plotting takes ~10 s on a shared CPU
+def test_sheet_shows_the_same_way_up_in_nilearn_as_in_topo_figures(tmp_path):
+    """A blob planted at the top-left of the sheet (row 0, col 0) is at the top-left of topo's
+    own figure and of nilearn's axial view of the NIfTI file (x to the right, +y up)."""
+    pytest.importorskip("nilearn", reason="pip install nilearn")
+    from matplotlib.figure import Figure
+    from nilearn import plotting
+
+    from topocli.reporting.plotting import draw_sheet_map, figure_to_bytes, new_figure
+
+    sheet = Sheet.build([AreaSpec("a", 24 * 24, "s")], "stacked", mm_per_unit=1.0)
+    values = np.where((sheet.row < 6) & (sheet.col < 6), 10.0, 0.0)
+    out = tmp_path / "run"
+    with ResultsFolder(out) as rf:
+        rf.write_sheet_nifti("blob.nii.gz", values, sheet, stat="z")
+        _write_min(rf)
+
+    def red_centre(png: bytes) -> tuple[float, float]:
+        from PIL import Image
+
+        rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+        red = (rgb[..., 0] > rgb[..., 1] + 60) & (rgb[..., 0] > rgb[..., 2] + 60)
+        ys, xs = np.nonzero(red)
+        assert ys.size > 20
+        return xs.mean() / rgb.shape[1], ys.mean() / rgb.shape[0]
+
+    topo_fig = new_figure((4, 4))
+    ax = topo_fig.add_subplot()
+    draw_sheet_map(ax, values, sheet, cmap="Reds", symmetric=False, area_boundaries=False)
+    ours = figure_to_bytes(topo_fig)
+    fig = Figure(figsize=(4, 4))
+    plotting.plot_img(
+        str(out / "blob.nii.gz"),
+        display_mode="z",
+        cut_coords=[0.0],
+        cmap="Reds",
+        vmin=0,
+        vmax=10,
+        figure=fig,
+        annotate=False,
+        draw_cross=False,
+        colorbar=False,
+        black_bg=False,
+    )
+    theirs = figure_to_bytes(fig)
+    for png in (ours, theirs):
+        x, y = red_centre(png)
+        assert x < 0.5 and y < 0.5, (x, y)
+
+
+def test_old_screen_map_names_are_still_found(tmp_path):
+    """Folders written before the names were unified (screen's tmaps.nii.gz) still read."""
+    from topocli.reporting.reader import sheet_map_file
+
+    sheet = _sheet()
+    values = np.random.default_rng(6).standard_normal((2, sheet.n_units))
+    old, new = tmp_path / "old", tmp_path / "new"
+    for folder, name in ((old, "tmaps.nii.gz"), (new, "tmap.nii.gz")):
+        with ResultsFolder(folder) as rf:
+            rf.write_sheet_nifti(name, values, sheet, ["a", "b"])
+            _write_min(rf)
+    assert sheet_map_file(old) == old / "tmaps.nii.gz"
+    assert sheet_map_file(new) == new / "tmap.nii.gz"
+    assert sheet_map_file(new, "qmap.nii.gz") is None
+    back, names, _ = load_sheet_maps(sheet_map_file(old))
+    assert names == ["a", "b"]
+    np.testing.assert_array_equal(back, values.astype(np.float32))

@@ -376,8 +376,8 @@ EXPECTED = {
     "exemplars.csv",
     "dice.csv",
     "known.csv",
-    "tmaps.nii.gz",
-    "qmaps.nii.gz",
+    "tmap.nii.gz",
+    "qmap.nii.gz",
     "known_maps.nii.gz",
     "stats.safetensors",
     "report.html",
@@ -431,7 +431,7 @@ def test_cli_screen_on_tiny_bert_writes_every_output(
     units = pd.read_csv(out / "units.csv")
     assert {"category", "unit", "t", "q", "significant"} <= set(units.columns)
     assert len(units) == 2 * 64
-    maps, names, sheet = load_sheet_maps(out / "tmaps.nii.gz")
+    maps, names, sheet = load_sheet_maps(out / "tmap.nii.gz")
     assert names == list(cats["category"]) and maps.shape == (2, sheet.n_units)
     np.testing.assert_allclose(
         maps[0], units[units["category"] == names[0]]["t"].to_numpy(), rtol=1e-6, atol=1e-6

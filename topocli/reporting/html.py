@@ -38,6 +38,10 @@ from topocli import __version__
 
 TEMPLATE = "report.html.j2"
 TEMPLATE_DIR = Path(__file__).with_name("templates")
+FIGURE_DIR = "figures"
+# the report's main column at its widest (layout 1280 - padding - contents - gap), CSS px:
+# wider figures are shown scaled down to it
+MAIN_WIDTH_PX = 934
 
 
 def _csp_hash(text: Any) -> str:
@@ -142,8 +146,14 @@ class Report:
         self.created = created or utc_now_iso()
         self.preamble: list[dict[str, Any]] = []
         self.sections: list[dict[str, Any]] = []
+        self.summary: dict[str, Any] | None = None
+        self.sources: list[dict[str, Any]] = []
         self._ids: set[str] = set()
         self._n_tables = 0
+        self._export_figures = False
+        self._figures: list[dict[str, Any]] = []
+        self._figure_names: set[str] = set()
+        self._n_viewers = 0
 
     # ------------------------------------------------------------------ structure
     def _anchor(self, title: str) -> str:
@@ -195,6 +205,7 @@ class Report:
         float_format: str | Callable[[float], str] = "{:.4g}",
         index: bool = False,
         csv_name: str | None = None,
+        first: Sequence[str] = (),
     ) -> None:
         """A sortable table from a pandas DataFrame.
 
@@ -211,9 +222,15 @@ class Report:
             Include the index as the first column(s).
         csv_name : str, optional
             Relative path of the full table in the results folder; linked under the table.
+        first : sequence of str
+            The decisive columns, moved to the front (in this order) so they stay in view
+            when a wide table scrolls sideways; the first one also stays put while it scrolls.
         """
         fmt = _formatter(float_format)
         frame = df.reset_index() if index else df
+        lead = [c for c in first if c in frame.columns]
+        if lead:
+            frame = frame[lead + [c for c in frame.columns if c not in lead]]
         n_total = len(frame)
         shown = frame if max_rows is None else frame.head(max_rows)
         columns = [str(c) for c in frame.columns]
@@ -240,9 +257,30 @@ class Report:
         )
 
     def add_figure(
-        self, fig: Any, caption: str | None = None, dpi: int = 150, fmt: str = "png"
+        self,
+        fig: Any,
+        caption: str | None = None,
+        dpi: int = 150,
+        fmt: str = "png",
+        name: str | None = None,
     ) -> None:
-        """Embed a matplotlib Figure as a base64 PNG (or SVG) data URI."""
+        """Embed a matplotlib Figure as a base64 PNG (or SVG) data URI.
+
+        The figure is also kept as a file for papers: ``figures/<name>.png``, plus ``.svg``
+        when the figure is vector only (no raster image inside, so the SVG stays small).
+        :meth:`ResultsFolder.write_report <topocli.reporting.results.ResultsFolder.write_report>`
+        writes them beside the report and the caption links them.
+
+        Parameters
+        ----------
+        fig : matplotlib.figure.Figure
+        caption : str, optional
+        dpi : int
+        fmt : {"png", "svg"}
+            How it is embedded in the page.
+        name : str, optional
+            File stem (default: from the caption, numbered).
+        """
         from topocli.reporting.plotting import figure_to_bytes
 
         data = figure_to_bytes(fig, fmt=fmt, dpi=dpi)
@@ -254,6 +292,15 @@ class Report:
                 w_in, h_in = im.width / dpi, im.height / dpi
         else:
             w_in, h_in = fig.get_size_inches()
+        stem = self._figure_stem(name or caption or "figure")
+        files = {"png": data if fmt == "png" else figure_to_bytes(fig, fmt="png", dpi=dpi)}
+        if not any(ax.images for ax in fig.axes):
+            files["svg"] = data if fmt == "svg" else figure_to_bytes(fig, fmt="svg", dpi=dpi)
+        links = []
+        for ext, content in files.items():
+            rel = f"{FIGURE_DIR}/{stem}.{ext}"
+            self._figures.append({"path": rel, "data": content})
+            links.append((ext.upper(), rel))
         self._blocks().append(
             {
                 "kind": "figure",
@@ -261,12 +308,72 @@ class Report:
                 "caption": None if caption is None else str(caption),
                 "width": round(float(w_in) * 96),
                 "height": round(float(h_in) * 96),
+                "files": links,
+            }
+        )
+
+    def _figure_stem(self, text: str) -> str:
+        base = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")[:40].strip("-")
+        stem = f"{len(self._figure_names) + 1:02d}-{base or 'figure'}"
+        self._figure_names.add(stem)
+        return stem
+
+    def figure_files(self) -> list[tuple[str, bytes]]:
+        """``(relative path, bytes)`` of every figure, for writing beside the report.
+
+        Calling it marks the figures as exported: the rendered captions then link the files.
+        """
+        self._export_figures = True
+        return [(f["path"], f["data"]) for f in self._figures]
+
+    def set_summary(self, summary: Mapping[str, Any]) -> None:
+        """The command's printed summary, machine-readable (written as ``summary.json``)."""
+        self.summary = dict(summary)
+
+    def set_sources(self, links: Sequence[Mapping[str, Any]]) -> None:
+        """Links to the reports of the results folders this one was made from.
+
+        Each link is a mapping with ``href`` (relative), ``folder``, ``command`` and ``input``
+        (see :func:`topocli.reporting.results.source_links`).
+        """
+        self.sources = [dict(link) for link in links]
+
+    def add_sheet_viewer(
+        self,
+        sheet: Any,
+        maps: Sequence[Mapping[str, Any]],
+        caption: str | None = None,
+    ) -> None:
+        """An interactive sheet: hover a unit to read its area, row/col, mm, t, q and cluster.
+
+        Drawn on a canvas by the report's own inline script from data embedded in the page
+        (float16 and int16 arrays in base64): nothing is fetched.
+
+        Parameters
+        ----------
+        sheet : Sheet
+        maps : sequence of mapping
+            One per selectable map: ``name`` and ``t`` (per unit), optionally ``q`` and
+            ``cluster`` (0 or NaN: none).
+        caption : str, optional
+        """
+        from topocli.reporting.viewer import viewer_payload
+
+        self._n_viewers += 1
+        self._blocks().append(
+            {
+                "kind": "viewer",
+                "id": f"viewer-{self._n_viewers}",
+                "data": viewer_payload(sheet, maps),
+                "caption": None if caption is None else str(caption),
             }
         )
 
     def add_image(self, image: Any, caption: str | None = None, max_px: int | None = None) -> None:
-        """Embed one PIL image (or PNG/JPEG bytes) as a figure."""
+        """Embed one PIL image (or PNG/JPEG bytes) as a figure (also kept as ``figures/*.png``)."""
         src, w, h = _encode_image(image, "png", max_px)
+        rel = f"{FIGURE_DIR}/{self._figure_stem(caption or 'image')}.png"
+        self._figures.append({"path": rel, "data": base64.b64decode(src.split(",", 1)[1])})
         self._blocks().append(
             {
                 "kind": "figure",
@@ -274,6 +381,7 @@ class Report:
                 "caption": None if caption is None else str(caption),
                 "width": w,
                 "height": h,
+                "files": [("PNG", rel)],
             }
         )
 
@@ -352,6 +460,8 @@ class Report:
             version=__version__,
             preamble=self.preamble,
             sections=self.sections,
+            sources=self.sources,
+            link_figures=self._export_figures,
         )
 
     def save(self, path: str | Path) -> Path:

@@ -34,6 +34,11 @@ STREAM_COLORS = (
 )
 MAP_MAX_W_IN = 6.4
 MAP_MAX_H_IN = 7.5
+# reports show a figure at 96 CSS px per inch, scaled down to the page's main column when it is
+# wider: figures stay below FIGURE_MAX_W_IN and no text is below SMALL_PT (8.5 pt = 11.3 px)
+FIGURE_MAX_W_IN = 9.5
+SMALL_PT = 8.5
+CSS_PX_PER_IN = 96
 
 
 # ---------------------------------------------------------------------- basics
@@ -66,6 +71,26 @@ def figure_to_bytes(fig: Figure, fmt: str = "png", dpi: int = 150) -> bytes:
             pad_inches=0.08,
         )
     return buf.getvalue()
+
+
+def smallest_text_px(fig: Figure, shown_width_px: float | None = None) -> float:
+    """The smallest visible text of a figure in CSS pixels, as a report shows it.
+
+    Parameters
+    ----------
+    fig : Figure
+    shown_width_px : float, optional
+        The widest the page shows a figure (wider ones are scaled down); default: no limit.
+    """
+    fig.canvas.draw()  # lays out constrained figures and creates tick labels
+    width_px = fig.get_size_inches()[0] * CSS_PX_PER_IN
+    scale = 1.0 if not shown_width_px else min(1.0, shown_width_px / width_px)
+    sizes = [
+        t.get_fontsize()
+        for t in fig.findobj(lambda a: hasattr(a, "get_text") and hasattr(a, "get_fontsize"))
+        if t.get_visible() and str(t.get_text()).strip()
+    ]
+    return min(sizes, default=np.inf) * CSS_PX_PER_IN / 72.0 * scale
 
 
 def figure_to_png_bytes(fig: Figure, dpi: int = 150) -> bytes:
@@ -231,7 +256,7 @@ def draw_sheet_map(
     return im
 
 
-def _draw_area_boxes(ax: Any, sheet: Any, labels: bool = True, fontsize: float = 6.5) -> None:
+def _draw_area_boxes(ax: Any, sheet: Any, labels: bool = True, fontsize: float = SMALL_PT) -> None:
     mm = float(sheet.mm_per_unit)
     for area in sheet.areas:
         x0, y0 = (area.col0 - 0.5) * mm, (area.row0 - 0.5) * mm
@@ -280,7 +305,7 @@ def _draw_outlines(ax: Any, labels: np.ndarray, sheet: Any, annotate: bool) -> N
                 sheet.x_mm[near],
                 sheet.y_mm[near],
                 str(int(k)),
-                fontsize=7,
+                fontsize=SMALL_PT,
                 ha="center",
                 va="center",
                 fontweight="bold",
@@ -368,7 +393,7 @@ def plot_sheet_maps(
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
     pw, ph = _map_figsize(sheet, extra_w=0.9, extra_h=0.6)
-    scale = min(1.0, 12.0 / (pw * ncols))
+    scale = min(1.0, FIGURE_MAX_W_IN / (pw * ncols))
     fig = new_figure((pw * ncols * scale, ph * nrows * scale + (0.4 if suptitle else 0)))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     lims: tuple[float | None, float | None] = (None, None)
@@ -473,10 +498,10 @@ def plot_layout(sheet: Any, title: str | None = None) -> Figure:
         handles=handles,
         loc="outside lower center",
         ncol=min(len(streams), 4),
-        fontsize=8,
+        fontsize=SMALL_PT,
         frameon=False,
         title="stream",
-        title_fontsize=8,
+        title_fontsize=SMALL_PT,
     )
     return fig
 
@@ -520,7 +545,8 @@ def plot_profile_bars(
         err_col = err
     xs = list(dict.fromkeys(tab[x].tolist()))
     hues = list(dict.fromkeys(tab[hue].tolist())) if hue else [None]
-    fig = new_figure(figsize or (max(3.5, 0.55 * len(xs) * max(1, len(hues)) + 1.8), 3.6))
+    width = figsize[0] if figsize else max(3.5, 0.55 * len(xs) * max(1, len(hues)) + 1.8)
+    fig = new_figure((min(width, FIGURE_MAX_W_IN), figsize[1] if figsize else 3.6))
     ax = fig.add_subplot()
     width = 0.8 / len(hues)
     pos = np.arange(len(xs), dtype=float)
@@ -542,8 +568,9 @@ def plot_profile_bars(
     ax.set_xlabel(xlabel if xlabel is not None else x)
     ax.set_ylabel(ylabel if ylabel is not None else y)
     ax.spines[["top", "right"]].set_visible(False)
+    ax.tick_params(labelsize=9)
     if hue:
-        ax.legend(title=hue, fontsize=8, title_fontsize=8, frameon=False)
+        ax.legend(title=hue, fontsize=SMALL_PT, title_fontsize=SMALL_PT, frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
     return fig
@@ -567,7 +594,7 @@ def plot_lines(
 
     ``err`` names a column drawn as a shaded band ``y ± err``.
     """
-    fig = new_figure(figsize)
+    fig = new_figure((min(figsize[0], FIGURE_MAX_W_IN), figsize[1]))
     ax = fig.add_subplot()
     groups = [(None, df)] if hue is None else list(df.groupby(hue, sort=False))
     for j, (hv, sub) in enumerate(groups):
@@ -595,8 +622,9 @@ def plot_lines(
     ax.set_ylabel(ylabel if ylabel is not None else y)
     ax.spines[["top", "right"]].set_visible(False)
     ax.grid(True, color="#e5e5e5", lw=0.6)
+    ax.tick_params(labelsize=9)
     if hue is not None:
-        ax.legend(title=hue, fontsize=8, title_fontsize=8, frameon=False)
+        ax.legend(title=hue, fontsize=SMALL_PT, title_fontsize=SMALL_PT, frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
     return fig

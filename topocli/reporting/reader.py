@@ -31,6 +31,8 @@ from topocli.reporting.results import (
 # what identifies a model across folders: its weights, how it is recorded, its sheet, its adaptors
 IDENTITY_KEYS = ("weights_sha256", "mode", "areas", "sheet", "adaptor_sha256")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# names older screen folders used for the maps every command now writes as tmap/qmap.nii.gz
+LEGACY_MAP_NAMES = {"tmap.nii.gz": "tmaps.nii.gz", "qmap.nii.gz": "qmaps.nii.gz"}
 
 
 def is_nifti(name: str) -> bool:
@@ -104,6 +106,28 @@ class Results:
             for name, weights in dict(raw).items()
             if isinstance(weights, Mapping)
         }
+
+    def find_contrast(self, expr: str, available: Sequence[str]) -> str:
+        """The name under which ``available`` holds the contrast ``expr``.
+
+        ``expr`` may be the name itself or any spelling of the same contrast (``a>b``,
+        ``a - b``, ``2*a - 2*b``): it is matched by its weights against the manifest's
+        contrasts, so ``--contrast "sentences>nonwords"`` finds ``sentences-nonwords``.
+        """
+        from topocli.stats.contrasts import match_contrast
+
+        if expr in available:
+            return expr
+        named = {k: w for k, w in self.contrasts.items() if k in available}
+        try:
+            name, _ = match_contrast(expr, named, self.conditions)
+        except TopoInputError:
+            name = None
+        if name not in available:
+            raise TopoInputError(
+                f"no contrast {expr!r} in this folder; it has {', '.join(available)}", self.root
+            )
+        return name
 
     @property
     def localizer(self) -> str | None:
@@ -374,8 +398,25 @@ def verify_outputs(root: Path, manifest: Mapping[str, Any], names: Sequence[str]
             )
 
 
+def sheet_map_file(folder: str | Path, name: str = "tmap.nii.gz") -> Path | None:
+    """A results folder's map file by its current name, or the name older folders used.
+
+    ``tmap.nii.gz`` is found as ``tmaps.nii.gz`` in screen folders written before the names
+    were unified (likewise ``qmap``). None when neither exists.
+    """
+    root = Path(folder)
+    for candidate in (name, LEGACY_MAP_NAMES.get(name)):
+        if candidate and (root / candidate).is_file():
+            return root / candidate
+    return None
+
+
 def load_sheet_maps(path: str | Path) -> tuple[np.ndarray, list[str], Any]:
     """Read a sheet-map NIfTI written by :meth:`ResultsFolder.write_sheet_nifti`.
+
+    A 3-D image ``(cols, rows, 1)`` holds one map, a 4-D one ``(cols, rows, 1, n_maps)``
+    several; older folders stored a single map as 4-D, which reads the same. Voxel indices, not
+    the affine, place the values (the affine's y flip of newer folders changes nothing here).
 
     Returns
     -------

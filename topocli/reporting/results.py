@@ -18,15 +18,27 @@ cannot delete a home directory.
 
 Sheet maps as NIfTI
 -------------------
-A sheet map is a 3-D image of shape ``(cols, rows, 1)``: voxel axis ``i`` (x) is the sheet
-column, ``j`` (y) is the sheet row, ``k`` is a single slice. So ``data[col, row, 0]`` is the
-value of the unit at grid cell ``(row, col)``, NaN where no unit sits. The affine is
-``diag(mm_per_unit, mm_per_unit, mm_per_unit, 1)``: the world position of a voxel is
-``(x_mm, y_mm, 0)`` exactly as in :attr:`topocli.sheet.Sheet.positions_mm`. Several maps go in
-one 4-D image ``(cols, rows, 1, n_maps)``. Every NIfTI file has a JSON sidecar (same stem,
-``.json``) with the map names, the axis convention and the name of the sheet file
-(``sheet.safetensors``, written once per results folder) so the reader can rebuild
-unit vectors exactly, permuted sheets included.
+One sheet map is a 3-D image of shape ``(cols, rows, 1)``: voxel axis ``i`` is the sheet column,
+``j`` the sheet row, ``k`` a single slice, so ``data[col, row, 0]`` is the value of the unit at
+grid cell ``(row, col)``, NaN where no unit sits. Several maps go in one 4-D image
+``(cols, rows, 1, n_maps)``. The affine is ``diag(mm, -mm, mm, 1)`` (``mm`` = mm per unit): world
+``x = x_mm`` and world ``y = -y_mm``, so row 0, drawn at the top of topo's figures, is at the top
+(anterior) of nilearn's axial view too, and columns run left to right in both
+(nilearn draws x to the right). The header carries the statistic's NIfTI intent (t with its df
+where one df holds for every unit, p for p and q maps, z, labels for cluster maps). Every NIfTI
+file has a JSON sidecar (same stem, ``.json``) with the map names, each map's statistic, the df
+where it varies (per map, or per unit as a list in unit order), the axis convention and the name
+of the sheet file (``sheet.safetensors``, written once per results folder) so the reader can
+rebuild unit vectors exactly, permuted sheets included.
+
+Reports, figures and the summary
+--------------------------------
+:meth:`ResultsFolder.write_report` renders the report when the folder is committed, after
+:meth:`ResultsFolder.write_manifest`: the report then links the reports of the results folders
+named in the manifest's inputs (relative links), writes each figure beside it as
+``figures/<name>.png`` (and ``.svg`` for vector figures), and writes the report's
+machine-readable summary as ``summary.json`` beside ``manifest.json``
+(:func:`topocli.reporting.summary.summary_of` reads it back).
 """
 
 from __future__ import annotations
@@ -56,6 +68,18 @@ from topocli.errors import TopoInputError
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
+SUMMARY = "summary.json"
+REPORT = "report.html"
+# statistic -> (nibabel intent name, intent_name written in the header)
+MAP_INTENTS = {
+    "t": ("t test", "t"),
+    "z": ("z score", "z"),
+    "p": ("p value", "p"),
+    "q": ("p value", "q BH-FDR"),
+    "label": ("label", "cluster id"),
+    "F": ("estimate", "F"),
+    "estimate": ("estimate", ""),
+}
 SHEET_FILE = "sheet.safetensors"
 CHUNK = 1 << 20
 VERSIONED_PACKAGES = (
@@ -321,9 +345,24 @@ def tag_is_alive(tag: str) -> bool:
     return now is not None and (start in ("0", now))
 
 
+def apply_umask(folder: Path) -> None:
+    """Give every file and folder under ``folder`` the modes the user's umask asks for.
+
+    Temp files and folders (``mkstemp`` / ``mkdtemp``) and safetensors' writer create 0600 /
+    0700; a results folder or checkpoint is the user's, readable as their umask says.
+    """
+    mask = _umask()
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def temp_sibling(out: Path, kind: str) -> Path:
     """A new hidden folder ``.NAME.KIND-PID-START-RANDOM`` beside ``out``, for this process."""
-    return Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.{kind}-{process_tag()}-"))
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.{kind}-{process_tag()}-"))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the folder is the user's result
+    return tmp
 
 
 def remove_stale_siblings(out: Path, kinds: Sequence[str] = ("tmp", "old")) -> list[Path]:
@@ -455,6 +494,7 @@ class ResultsFolder:
         self._sheet: Any = None
         self._sheet_file: str | None = None
         self._lock: FolderLock | None = None
+        self._reports: list[tuple[Any, str, bool]] = []
         self.committed = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -547,8 +587,10 @@ class ResultsFolder:
         if self._manifest is None:
             raise RuntimeError("ResultsFolder: call write_manifest(...) before the block ends")
         manifest = dict(self._manifest)
+        self._render_reports(manifest)
         manifest["outputs"] = self._list_outputs()
         (tmp / MANIFEST).write_text(json_dumps(manifest), encoding="utf-8")
+        apply_umask(tmp)
         out = self.out
         self._validate()  # again: something may have appeared at ``out`` meanwhile
         if out.is_dir() and any(out.iterdir()):
@@ -575,18 +617,7 @@ class ResultsFolder:
         return self.tmp
 
     def _list_outputs(self) -> list[dict[str, Any]]:
-        tmp = self._require_open()
-        rows = []
-        for p in sorted(tmp.rglob("*"), key=lambda q: q.relative_to(tmp).as_posix()):
-            if p.is_file() and p.relative_to(tmp).as_posix() != MANIFEST:
-                rows.append(
-                    {
-                        "path": p.relative_to(tmp).as_posix(),
-                        "bytes": p.stat().st_size,
-                        "sha256": sha256_file(p),
-                    }
-                )
-        return rows
+        return list_outputs(self._require_open())
 
     # ------------------------------------------------------------------ writers
     def path(self, name: str | Path) -> Path:
@@ -629,18 +660,37 @@ class ResultsFolder:
         fmt = Path(str(name)).suffix.lstrip(".").lower() or "png"
         return self.write_bytes(name, figure_to_bytes(fig, fmt=fmt, dpi=dpi))
 
-    def write_report(
-        self, report: Any, name: str | Path = "report.html", list_files: bool = True
-    ) -> Path:
-        """Render a :class:`topocli.reporting.html.Report` into the folder.
+    def write_report(self, report: Any, name: str | Path = REPORT, list_files: bool = True) -> Path:
+        """Queue a :class:`topocli.reporting.html.Report`; it is rendered at commit.
 
-        With ``list_files`` a last section lists the files written so far (plus the report and
-        ``manifest.json``) as relative links: call this after the other writers.
+        Rendering waits for :meth:`write_manifest` so the report can link the reports of the
+        results folders it was made from. At commit the report's figures are written as
+        ``figures/*.png`` (and ``*.svg``), its summary (if any) as ``summary.json``, and with
+        ``list_files`` a last section lists every file of the folder as relative links.
+
+        Returns
+        -------
+        Path
+            Where the report will be (inside the temporary folder until commit).
         """
-        if list_files:
-            names = sorted({*self.files(), str(_check_relative(name)), MANIFEST})
-            report.add_file_list(names, title="Files in this folder")
-        return self.write_text(name, report.render())
+        rel = str(_check_relative(name))
+        self._reports.append((report, rel, bool(list_files)))
+        return self.path(rel)
+
+    def _render_reports(self, manifest: Mapping[str, Any]) -> None:
+        for report, rel, _ in self._reports:
+            parent = PurePosixPath(rel).parent
+            for fig_name, data in report.figure_files():
+                self.write_bytes(str(parent / fig_name), data)
+            if getattr(report, "summary", None) is not None:
+                self.write_json(SUMMARY, summary_payload(manifest, report.summary))
+            report.set_sources(source_links(manifest.get("inputs") or {}, self.out, rel))
+        for report, rel, list_files in self._reports:
+            if list_files:
+                names = sorted({*self.files(), rel, MANIFEST, *(r for _, r, _ in self._reports)})
+                report.add_file_list(names, title="Files in this folder")
+            self.write_text(rel, report.render())
+        self._reports = []
 
     def write_sheet_nifti(
         self,
@@ -648,6 +698,8 @@ class ResultsFolder:
         values_units: np.ndarray,
         sheet: Any,
         names: Sequence[str] | None = None,
+        stat: str | Sequence[str] | None = None,
+        df: float | np.ndarray | None = None,
     ) -> Path:
         """Write one sheet map, or several, as NIfTI plus a JSON sidecar.
 
@@ -656,16 +708,23 @@ class ResultsFolder:
         name : str or Path
             File name ending in ``.nii`` or ``.nii.gz``.
         values_units : ndarray of shape (n_units,) or (n_maps, n_units)
-            One value per sheet unit (or one row per map).
+            One value per sheet unit (or one row per map). One row gives a 3-D image.
         sheet : Sheet
         names : sequence of str, optional
-            Map names (4-D case; default ``map0, map1, ...``). For one map: ``[stem]``.
+            Map names (default ``[stem]`` for one map, ``map0, map1, ...`` for several).
+        stat : str or sequence of str, optional
+            The statistic of the maps (one for all, or one per map), a key of
+            :data:`MAP_INTENTS`: ``"t"``, ``"z"``, ``"p"``, ``"q"``, ``"label"``, ``"F"`` or
+            ``"estimate"``. It sets the header's NIfTI intent when all maps share it.
+        df : float or ndarray, optional
+            Degrees of freedom of t maps: a number, one per map ``(n_maps,)``, or per unit
+            ``(n_units,)`` / ``(n_maps, n_units)``. Where one value holds for every unit of
+            every map it goes in the header (``intent_p1``); otherwise in the sidecar.
 
         Notes
         -----
-        Image shape ``(cols, rows, 1)`` or ``(cols, rows, 1, n_maps)``: x = column, y = row;
-        float32; NaN where no unit; affine ``diag(mm, mm, mm, 1)``. The sidecar
-        ``<stem>.json`` lists the map names, the axis convention and the sheet file.
+        Image shape ``(cols, rows, 1)`` or ``(cols, rows, 1, n_maps)``: i = column, j = row;
+        float32; NaN where no unit; affine ``diag(mm, -mm, mm, 1)`` (see the module notes).
         """
         import nibabel as nib
 
@@ -677,36 +736,47 @@ class ResultsFolder:
                 f"expected ({sheet.n_units},) or (n_maps, {sheet.n_units}) values, "
                 f"got {values.shape}"
             )
-        grid = sheet.to_grid(values).astype(np.float32)  # [..., R, C]
-        if values.ndim == 1:
-            data = grid.T[:, :, None]  # (C, R, 1)
-            map_names = [str(names[0])] if names else [PurePosixPath(stem).name]
+        values = np.atleast_2d(values)
+        n_maps = values.shape[0]
+        if names:
+            map_names = [str(n) for n in names]
         else:
-            data = np.transpose(grid, (2, 1, 0))[:, :, None, :]  # (C, R, 1, M)
             map_names = (
-                [str(n) for n in names] if names else [f"map{i}" for i in range(values.shape[0])]
+                [PurePosixPath(stem).name] if n_maps == 1 else [f"map{i}" for i in range(n_maps)]
             )
-            if len(map_names) != values.shape[0]:
-                raise ValueError(f"{len(map_names)} names for {values.shape[0]} maps")
+        if len(map_names) != n_maps:
+            raise ValueError(f"{len(map_names)} names for {n_maps} maps")
+        stats = _map_stats(stat, n_maps)
+        grid = sheet.to_grid(values).astype(np.float32)  # (M, R, C)
+        data = np.transpose(grid, (2, 1, 0))[:, :, None, :]  # (C, R, 1, M)
+        if n_maps == 1:
+            data = data[..., 0]
         mm = float(sheet.mm_per_unit)
-        affine = np.diag([mm, mm, mm, 1.0])
-        img = nib.Nifti1Image(np.ascontiguousarray(data), affine)
+        img = nib.Nifti1Image(np.ascontiguousarray(data), sheet_affine(mm))
         img.header.set_xyzt_units("mm")
         img.header.set_data_dtype(np.float32)
-        img.header["descrip"] = ("topo sheet x=col y=row: " + ",".join(map_names))[:79].encode(
+        img.header["descrip"] = ("topo sheet i=col j=row: " + ",".join(map_names))[:79].encode(
             "ascii", "replace"
         )
+        df_uniform, df_sidecar = _df_entries(df, n_maps, sheet.n_units, map_names, stats)
+        _set_intent(img.header, stats, df_uniform)
         sheet_file = self._ensure_sheet(sheet)
         depth = len(PurePosixPath(fname).parts) - 1
-        sidecar = {
+        sidecar: dict[str, Any] = {
             "topo_sheet_map": 1,
             "maps": map_names,
-            "axes": "data[col, row, 0(, map)]: x = sheet column, y = sheet row; NaN = no unit",
+            "stat": stats,
+            "axes": "data[col, row, 0(, map)]: i = sheet column, j = sheet row; NaN = no unit",
+            "orientation": "world x = x_mm, world y = -y_mm: row 0 at the top as in topo's figures",
             "mm_per_unit": mm,
             "grid_shape": list(sheet.grid_shape),
             "sheet_file": "../" * depth + sheet_file,
             "layout": sheet.layout,
         }
+        if df_uniform is not None:
+            sidecar["df"] = df_uniform
+        elif df_sidecar is not None:
+            sidecar["df"] = df_sidecar
         p = self.path(fname)
         nib.save(img, str(p))
         self.write_json(stem + ".json", sidecar)
@@ -751,28 +821,185 @@ class ResultsFolder:
         the end of the ``with`` block, just before the rename, over every file in the folder.
         """
         self._require_open()
-        described: dict[str, Any] = {}
-        for key, value in (inputs or {}).items():
-            if value is None:
-                described[key] = None
-            elif isinstance(value, (str, os.PathLike)):
-                described[key] = describe_input(value)
-            else:
-                described[key] = [describe_input(v) for v in value]
-        self._manifest = {
-            "format": MANIFEST_FORMAT,
-            "tool": "topo",
-            "command": command,
-            "argv": list(sys.argv),
-            "created": utc_now_iso(),
-            "seed": seed,
-            "parameters": to_jsonable(dict(parameters or {})),
-            "inputs": described,
-            "versions": package_versions(),
-            "platform": platform.platform(),
-            "out": str(self.out),
-            "extra": to_jsonable(dict(extra or {})),
-        }
+        self._manifest = manifest_record(command, self.out, parameters, inputs, seed, extra)
+
+
+def manifest_record(
+    command: str,
+    out: str | Path,
+    parameters: Mapping[str, Any] | None = None,
+    inputs: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A ``manifest.json`` without its ``outputs`` (see :meth:`ResultsFolder.write_manifest`)."""
+    described: dict[str, Any] = {}
+    for key, value in (inputs or {}).items():
+        if value is None:
+            described[key] = None
+        elif isinstance(value, (str, os.PathLike)):
+            described[key] = describe_input(value)
+        else:
+            described[key] = [describe_input(v) for v in value]
+    return {
+        "format": MANIFEST_FORMAT,
+        "tool": "topo",
+        "command": command,
+        "argv": list(sys.argv),
+        "created": utc_now_iso(),
+        "seed": seed,
+        "parameters": to_jsonable(dict(parameters or {})),
+        "inputs": described,
+        "versions": package_versions(),
+        "platform": platform.platform(),
+        "out": str(out),
+        "extra": to_jsonable(dict(extra or {})),
+    }
+
+
+def list_outputs(folder: str | Path) -> list[dict[str, Any]]:
+    """Every file under ``folder`` but the manifest: relative path, size and sha256."""
+    root = Path(folder)
+    rows = []
+    for p in sorted(root.rglob("*"), key=lambda q: q.relative_to(root).as_posix()):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and rel != MANIFEST and not p.name.startswith("."):
+            rows.append({"path": rel, "bytes": p.stat().st_size, "sha256": sha256_file(p)})
+    return rows
+
+
+def write_folder_manifest(folder: str | Path, manifest: Mapping[str, Any]) -> Path:
+    """Write ``manifest.json`` into a folder managed outside :class:`ResultsFolder`.
+
+    ``topo train``'s checkpoint folder is written step by step (and resumed), not in one
+    atomic block; it still ends with a manifest like every results folder, listing the files
+    it holds at the end.
+    """
+    record = dict(manifest)
+    record["outputs"] = list_outputs(folder)
+    return atomic_write_text(Path(folder) / MANIFEST, json_dumps(record))
+
+
+def sheet_affine(mm_per_unit: float) -> np.ndarray:
+    """The affine of topo's sheet maps: ``diag(mm, -mm, mm, 1)``.
+
+    Voxel ``(col, row, 0)`` sits at world ``(x_mm, -y_mm, 0)``: the y axis is flipped because
+    topo draws row 0 at the top while neuroimaging viewers draw +y (anterior) at the top.
+    """
+    mm = float(mm_per_unit)
+    return np.diag([mm, -mm, mm, 1.0])
+
+
+def _map_stats(stat: str | Sequence[str] | None, n_maps: int) -> list[str | None]:
+    stats = [stat] * n_maps if stat is None or isinstance(stat, str) else list(stat)
+    if len(stats) != n_maps:
+        raise ValueError(f"{len(stats)} statistics for {n_maps} maps")
+    unknown = [s for s in stats if s is not None and s not in MAP_INTENTS]
+    if unknown:
+        raise ValueError(f"unknown map statistic {unknown[0]!r} (one of {', '.join(MAP_INTENTS)})")
+    return stats
+
+
+def _df_entries(
+    df: Any, n_maps: int, n_units: int, names: Sequence[str], stats: Sequence[str | None]
+) -> tuple[float | None, Any]:
+    """(the one df of every unit, or None; else the sidecar's per-map / per-unit df)."""
+    if df is None:
+        return None, None
+    if any(s != "t" for s in stats):
+        raise ValueError("df is only recorded for t maps")
+    arr = np.asarray(df, dtype=np.float64)
+    if arr.ndim == 0:
+        arr = np.full((n_maps, n_units), float(arr))
+    elif arr.shape == (n_maps,) and n_maps != n_units:
+        arr = np.repeat(arr[:, None], n_units, axis=1)
+    elif arr.shape == (n_units,):
+        arr = np.broadcast_to(arr, (n_maps, n_units))
+    elif arr.shape != (n_maps, n_units):
+        raise ValueError(f"df of shape {arr.shape} fits neither the maps nor the units")
+    finite = arr[np.isfinite(arr)]
+    if finite.size and np.all(finite == finite[0]):
+        return float(finite[0]), None
+    per_map = {}
+    for name, row in zip(names, arr, strict=True):
+        ok = row[np.isfinite(row)]
+        if ok.size and np.all(ok == ok[0]):
+            per_map[name] = float(ok[0])
+        else:  # Welch df differ per unit: 4 significant digits keep the sidecar small
+            per_map[name] = [float(f"{v:.4g}") if np.isfinite(v) else None for v in row]
+    return None, per_map
+
+
+def _set_intent(header: Any, stats: Sequence[str | None], df: float | None) -> None:
+    kinds = set(stats)
+    if len(kinds) != 1 or None in kinds:
+        return  # mixed statistics in one file: the sidecar's "stat" says which map is which
+    code, label = MAP_INTENTS[stats[0]]  # type: ignore[index]
+    params = (df,) if code == "t test" and df is not None else ()
+    if code == "t test" and df is None:
+        label = "t (df in sidecar)"
+    header.set_intent(code, params, name=label)
+
+
+def source_links(inputs: Mapping[str, Any], out: Path, report_rel: str = REPORT) -> list[dict]:
+    """Links from a report to the reports of the results folders it was made from.
+
+    Parameters
+    ----------
+    inputs : mapping
+        The manifest's ``inputs`` (each a described input or a list of them).
+    out : Path
+        The final results folder (links are relative to where the report will be).
+    report_rel : str
+        The report's path inside ``out``.
+
+    Returns
+    -------
+    list of dict
+        ``{"input", "command", "href", "folder"}`` per distinct source folder that has a
+        ``report.html``, in input order.
+    """
+    here = (Path(out) / report_rel).parent
+    links, seen = [], set()
+    for key, value in inputs.items():
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, Mapping) or not item.get("path"):
+                continue
+            folder = _results_folder_of(Path(str(item["path"])))
+            if folder is None or folder == Path(out) or folder in seen:
+                continue
+            seen.add(folder)
+            command = None
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                command = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("command")
+            links.append(
+                {
+                    "input": str(key),
+                    "command": command,
+                    "href": Path(os.path.relpath(folder / REPORT, here)).as_posix(),
+                    "folder": folder.name,
+                }
+            )
+    return links
+
+
+def _results_folder_of(path: Path, depth: int = 4) -> Path | None:
+    """The results folder holding ``path`` (itself or a parent) if it has a report."""
+    for folder in [path, *list(path.parents)[:depth]]:
+        if (folder / MANIFEST).is_file():
+            return folder.resolve() if (folder / REPORT).is_file() else None
+    return None
+
+
+def summary_payload(manifest: Mapping[str, Any], summary: Mapping[str, Any]) -> dict:
+    """``summary.json``: the command's printed summary with what identifies the run."""
+    return {
+        "format": 1,
+        "tool": "topo",
+        "command": manifest.get("command"),
+        "created": manifest.get("created"),
+        "summary": to_jsonable(dict(summary)),
+    }
 
 
 def nifti_stem(name: str) -> str:

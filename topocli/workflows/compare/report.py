@@ -61,7 +61,12 @@ def _to_height(image: Any, height: int) -> Any:
 
 def _profile_figures(
     result: CompareResult, label: str, contrast: str, target: str, pairs: list[Pair]
-) -> bytes:
+) -> tuple[Any, Any]:
+    """The model's and the human fROI profile as two figures.
+
+    Two figures, each shown at its own size, rather than one image pasted side by side: the
+    pasted image was wider than the page and shrank its text to about 6 px.
+    """
     from topocli.reporting.plotting import plot_profile_bars
 
     conditions = result.agreements[(label, pairs[0].froi, target)]["conditions"]
@@ -72,7 +77,7 @@ def _profile_figures(
         model_rows.append(profile.assign(area=pair.area).reset_index())
     model_table = pd.concat(model_rows, ignore_index=True)
     hue = "area" if len(pairs) > 1 else None
-    width = max(4.0, min(10.0, 1.8 + 0.3 * len(conditions) * len(pairs)))
+    width = max(4.0, min(9.5, 1.8 + 0.3 * len(conditions) * len(pairs)))
     model_fig = plot_profile_bars(
         model_table,
         x="condition",
@@ -91,17 +96,17 @@ def _profile_figures(
         err="sem",
         title=f"human: {target}",
         ylabel="response (beta)" if result.human.kind == "table" else "response",
-        figsize=(max(4.0, 1.8 + 0.9 * len(conditions)), 3.6),
+        figsize=(max(4.0, min(9.5, 1.8 + 0.9 * len(conditions))), 3.6),
     )
-    return side_by_side(_png(model_fig), _png(human_fig))
+    return model_fig, human_fig
 
 
 def _model_map_png(model: ModelResults, contrast: str) -> bytes | None:
     from topocli.reporting.plotting import plot_sheet_map
-    from topocli.reporting.reader import load_sheet_maps
+    from topocli.reporting.reader import load_sheet_maps, sheet_map_file
 
-    path = model.path / "tmap.nii.gz"
-    if not path.is_file():
+    path = sheet_map_file(model.path, "tmap.nii.gz")
+    if path is None:
         return None
     try:
         values, names, sheet = load_sheet_maps(path)
@@ -196,7 +201,7 @@ def _moran_figure(result: CompareResult) -> Any | None:
         if values.size:
             ax.scatter(k + rng.uniform(-0.18, 0.18, values.size), values, s=14, color=color)
             ax.hlines(values.mean(), k - 0.3, k + 0.3, color="#222222", lw=1.6)
-    ax.set_xticks(range(len(groups)), [g for g, _ in groups], fontsize=7)
+    ax.set_xticks(range(len(groups)), [g for g, _ in groups], fontsize=9)
     ax.set_ylabel("island Moran's I")
     ax.set_title("Island Moran's I per island (bar: mean)", fontsize=10)
     ax.spines[["top", "right"]].set_visible(False)
@@ -258,12 +263,16 @@ def build_report(result: CompareResult, command_line: str | None = None) -> Any:
         rep.add_section(f"{label}: {contrast} ↔ human {target}")
         for note in result.human.notes.get(target, []):
             rep.add_paragraph(note)
-        rep.add_image(
-            _profile_figures(result, label, contrast, target, pairs),
-            f"Left: the model's {contrast} fROI profile(s) (held-out halves, both directions "
-            f"averaged; error bars: SEM bound). Right: human {target} "
-            "(error bars: SEM across participants where known). Shared conditions only, "
-            "in human names.",
+        model_fig, human_fig = _profile_figures(result, label, contrast, target, pairs)
+        rep.add_figure(
+            model_fig,
+            f"The model's {contrast} fROI profile(s) (held-out halves, both directions "
+            "averaged; error bars: SEM bound). Shared conditions only, in human names.",
+        )
+        rep.add_figure(
+            human_fig,
+            f"Human {target} (error bars: SEM across participants where known), the same "
+            "conditions in the same order.",
         )
         model = pairs[0].model
         if (label, contrast) not in model_maps:
@@ -397,7 +406,9 @@ def write_compare_results(rf: Any, result: CompareResult, command_line: str | No
             rf.write_csv("human_clusters.csv", pd.concat(tables, ignore_index=True))
     if human.dice:
         rf.write_csv("human_dice.csv", pd.concat(human.dice.values(), ignore_index=True))
-    rf.write_report(build_report(result, command_line))
+    report = build_report(result, command_line)
+    report.set_summary(summary_of_result(result))
+    rf.write_report(report)
     inputs: dict[str, Any] = {
         "model_results": [str(m.path) for m in result.models],
         "condition_map": result.cmap.path,
@@ -438,17 +449,37 @@ def write_compare_results(rf: Any, result: CompareResult, command_line: str | No
     )
 
 
-def print_summary(result: CompareResult, console: Any) -> None:
-    """A rich table: per fROI pair r, permutation p and bootstrap CI."""
-    from rich.table import Table
+SUMMARY_COLUMNS = (
+    "model",
+    "model_froi",
+    "human_froi",
+    "n_conditions",
+    "pearson_r",
+    "pearson_p",
+    "pearson_ci_low",
+    "pearson_ci_high",
+    "spearman_r",
+    "dprime_model",
+    "dprime_human",
+)
 
-    table = Table(title="Profile agreement (Pearson r; permutation p; bootstrap 95% CI)")
-    for column in ("model", "model fROI", "human", "n", "r", "p", "95% CI", "Spearman", "d' m/h"):
-        table.add_column(
-            column, justify="left" if column in ("model", "model fROI", "human") else "right"
-        )
-    for row in result.summary_table().itertuples(index=False):
-        table.add_row(
+
+def summary_of_result(result: CompareResult) -> dict[str, Any]:
+    """What :func:`print_summary` prints, as data (``summary.json``)."""
+    from topocli.reporting.summary import summary_rows
+
+    return {
+        "agreement": summary_rows(result.summary_table(), SUMMARY_COLUMNS),
+        "notes": [*_limits(result), *result.notes],
+    }
+
+
+def print_summary(result: CompareResult, console: Any) -> None:
+    """A rich table: per fROI pair r, permutation p and bootstrap CI (fits the console)."""
+    from topocli.reporting.terminal import Column, fit_table
+
+    rows = [
+        [
             row.model,
             row.model_froi,
             row.human_froi,
@@ -458,7 +489,28 @@ def print_summary(result: CompareResult, console: Any) -> None:
             f"[{_fmt(row.pearson_ci_low)}, {_fmt(row.pearson_ci_high)}]",
             _fmt(row.spearman_r),
             f"{_fmt(row.dprime_model)} / {_fmt(row.dprime_human)}",
+        ]
+        for row in result.summary_table().itertuples(index=False)
+    ]
+    columns = [
+        Column("model", "left", 1, name=True),
+        Column("model fROI", "left", 0, name=True),
+        Column("human", "left", 0, name=True),
+        Column("n", priority=2),
+        Column("r", priority=0),
+        Column("p", priority=0),
+        Column("95% CI", priority=1),
+        Column("Spearman", priority=3),
+        Column("d' m/h", priority=2),
+    ]
+    console.print(
+        fit_table(
+            columns,
+            rows,
+            console.width,
+            title="Profile agreement (Pearson r; permutation p; bootstrap 95% CI)",
+            more="in metrics.csv and summary.json",
         )
-    console.print(table)
+    )
     for note in [*_limits(result), *result.notes]:
         console.print(f"note: {note}")

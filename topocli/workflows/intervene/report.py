@@ -331,6 +331,12 @@ def build_report(
     values = np.where(np.isfinite(t), t, np.nan)
     fig = plot_sheet_map(values, sheet, "targeted units", outline_labels=labels)
     rep.add_figure(fig, caption)
+    rep.add_paragraph(
+        "Hover a unit: its area, row/col, mm and t; 'cluster' 1 marks the targeted units at "
+        f"dose {last.dose:g}"
+        + (", 2 the first distance-matched control." if dm is not None else ".")
+    )
+    rep.add_sheet_viewer(sheet, [{"name": "contrast t", "t": values, "cluster": labels}])
     rep.add_section("Statistics")
     rep.add_paragraph(
         "p_permutation = (1 + #{control >= target}) / (n_controls + 1); effect_size_z = "
@@ -338,7 +344,12 @@ def build_report(
         "condition(s); selectivity: target minus other conditions; Welch t / Cohen's d compare "
         "per-stimulus effects of the target intervention on target vs other conditions."
     )
-    rep.add_table(stats, "stats.csv", csv_name="stats.csv")
+    rep.add_table(
+        stats,
+        "stats.csv",
+        csv_name="stats.csv",
+        first=["dose", "readout", "statistic", "control", "p_permutation", "effect_size_z"],
+    )
     rep.add_table(
         effects[effects["intervention"].isin(["none", "target"])],
         "effects.csv (target rows)",
@@ -388,9 +399,9 @@ def write_results(
     rf.write_csv("controls.csv", tables.controls)
     rf.write_csv("stats.csv", tables.stats)
     rf.write_csv("targets.csv", targets_table(sheet, doses))
-    rf.write_report(
-        build_report(sheet, t, doses, tables.effects, tables.stats, readouts, summary, notes)
-    )
+    report = build_report(sheet, t, doses, tables.effects, tables.stats, readouts, summary, notes)
+    report.set_summary(summary_of_result(summary, tables.stats, notes))
+    rf.write_report(report)
     elapsed = time.perf_counter() - started
     rf.write_manifest(
         "intervene",
@@ -401,24 +412,67 @@ def write_results(
     )
 
 
-def print_summary(stats: pd.DataFrame, console: Any) -> None:
-    """A rich table of the target effects against the controls."""
-    from rich.table import Table
+STATS_SUMMARY_COLUMNS = (
+    "dose",
+    "readout",
+    "statistic",
+    "target_value",
+    "control",
+    "control_mean",
+    "p_permutation",
+    "effect_size_z",
+)
 
-    table = Table(title="effect of the intervention vs controls (permutation p)")
-    for col in ("dose", "readout", "statistic", "target", "control", "control mean", "p", "z"):
-        table.add_column(
-            col, justify="left" if col in ("readout", "statistic", "control") else "right"
-        )
-    for r in stats.itertuples():
-        table.add_row(
+
+def summary_of_result(
+    summary: Mapping[str, Any], stats: pd.DataFrame, notes: Sequence[str] = ()
+) -> dict[str, Any]:
+    """What the run prints, as data (``summary.json``): the key values and the effect table."""
+    from topocli.reporting.summary import summary_rows
+
+    return {
+        "run": dict(summary),
+        "effects": summary_rows(stats, STATS_SUMMARY_COLUMNS),
+        "notes": list(notes),
+    }
+
+
+def print_summary(stats: pd.DataFrame, console: Any) -> None:
+    """A rich table of the target effects against the controls, fitting the console width."""
+    from topocli.reporting.terminal import Column, fit_table
+
+    def num(x: float, spec: str) -> str:
+        return "—" if not np.isfinite(x) else format(x, spec)
+
+    rows = [
+        [
             f"{r.dose:g}",
             r.readout,
             r.statistic,
             f"{r.target_value:.4g}",
             r.control,
-            "—" if not np.isfinite(r.control_mean) else f"{r.control_mean:.4g}",
-            "—" if not np.isfinite(r.p_permutation) else f"{r.p_permutation:.3g}",
-            "—" if not np.isfinite(r.effect_size_z) else f"{r.effect_size_z:.2f}",
+            num(r.control_mean, ".4g"),
+            num(r.p_permutation, ".3g"),
+            num(r.effect_size_z, ".2f"),
+        ]
+        for r in stats.itertuples()
+    ]
+    columns = [
+        Column("dose", priority=0),
+        Column("readout", "left", 0, name=True),
+        Column("statistic", "left", 2, name=True),
+        Column("target", priority=1),
+        Column("control", "left", 0, name=True),
+        Column("control mean", priority=3),
+        Column("p", priority=0),
+        Column("z", priority=1),
+    ]
+    console.print(
+        fit_table(
+            columns,
+            rows,
+            console.width,
+            title="effect of the intervention vs controls (permutation p)",
+            more="in stats.csv and summary.json",
         )
-    console.print(table)
+    )

@@ -9,61 +9,45 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from topocli.reporting.tables import PEAK_COLUMNS, unit_frame, with_peak_position
+from topocli.reporting.tables import UNIT_COLUMNS as UNIT_MAP_COLUMNS
 from topocli.stats.clusters import CLUSTER_TABLE_COLUMNS as CLUSTER_COLUMNS
 
-UNIT_COLUMNS = [
-    "contrast",
-    "unit",
-    "area",
-    "row",
-    "col",
-    "x_mm",
-    "y_mm",
-    "t",
-    "df",
-    "p",
-    "q",
-    "d",
-    "significant",
-    "cluster",
-]
+UNIT_COLUMNS = ["contrast", *UNIT_MAP_COLUMNS]
 
 
-CLUSTER_TABLE_COLUMNS = ["contrast", *CLUSTER_COLUMNS, "sign", "peak_unit"]
+CLUSTER_TABLE_COLUMNS = ["contrast", *CLUSTER_COLUMNS, "sign", *PEAK_COLUMNS]
 
 
 def units_table(result: Any) -> pd.DataFrame:
-    """``units.csv``: one row per (contrast, unit)."""
+    """``units.csv``: one row per (contrast, unit), columns as in every command."""
     sheet = result.sheet
-    area_names = np.asarray(sheet.area_names, dtype=object)[sheet.area]
-    frames = []
-    for c in result.contrasts:
-        frames.append(
-            pd.DataFrame(
-                {
-                    "contrast": c.name,
-                    "unit": np.arange(sheet.n_units),
-                    "area": area_names,
-                    "row": sheet.row,
-                    "col": sheet.col,
-                    "x_mm": sheet.x_mm,
-                    "y_mm": sheet.y_mm,
-                    "t": c.t,
-                    "df": c.df,
-                    "p": c.p,
-                    "q": c.q,
-                    "d": c.d,
-                    "significant": c.significant,
-                    "cluster": c.labels,
-                }
-            )
+    frames = [
+        unit_frame(
+            sheet,
+            {
+                "t": c.t,
+                "df": c.df,
+                "p": c.p,
+                "q": c.q,
+                "d": c.d,
+                "significant": c.significant,
+                "cluster": c.labels,
+            },
+            {"contrast": c.name},
         )
+        for c in result.contrasts
+    ]
     return pd.concat(frames, ignore_index=True)[UNIT_COLUMNS]
 
 
 def clusters_table(result: Any) -> pd.DataFrame:
     """``clusters.csv``: one row per (contrast, cluster)."""
-    frames = [c.clusters.assign(contrast=c.name) for c in result.contrasts if len(c.clusters)]
+    frames = [
+        with_peak_position(c.clusters, result.sheet).assign(contrast=c.name)
+        for c in result.contrasts
+        if len(c.clusters)
+    ]
     if not frames:
         return pd.DataFrame(columns=CLUSTER_TABLE_COLUMNS)
     return pd.concat(frames, ignore_index=True)[CLUSTER_TABLE_COLUMNS]
@@ -169,6 +153,16 @@ def build_report(result: Any, model_name: str | None, params: Mapping[str, Any])
         f"Per contrast: detection at FWHM {rp['fwhm_mm']:g} mm (significant units, clusters, "
         "peak t, mean island Moran's I) and topography on the unsmoothed map",
     )
+    rep.add_section(
+        "Sheet viewer",
+        "Hover a unit for its area, grid row and column, position in mm, t, q and cluster; "
+        "pick the contrast above the map. Red: t > 0, blue: t < 0 (clipped at the 99th "
+        "percentile of |t|); white: no unit. Row 0 is at the top, as in every topo figure and "
+        "in nilearn's view of tmap.nii.gz.",
+    )
+    rep.add_sheet_viewer(
+        sheet, [{"name": c.name, "t": c.t, "q": c.q, "cluster": c.labels} for c in result.contrasts]
+    )
     topo = topography_frame(result)
     if len(topo):
         rep.add_section(
@@ -203,7 +197,9 @@ def build_report(result: Any, model_name: str | None, params: Mapping[str, Any])
             "zero variance.",
         )
         if len(c.clusters):
-            shown = c.clusters[[col for col in CLUSTER_TABLE_COLUMNS if col != "contrast"]]
+            shown = with_peak_position(c.clusters, sheet)[
+                [col for col in CLUSTER_TABLE_COLUMNS if col != "contrast"]
+            ]
             rep.add_table(
                 shown,
                 f"Clusters of {c.name} (mean island Moran's I {_fmt(c.moran_mean)})",
@@ -216,7 +212,7 @@ def build_report(result: Any, model_name: str | None, params: Mapping[str, Any])
         if len(mean_rows):
             n_hue = mean_rows["area"].nunique()
             multi = n_hue > 1
-            width = min(10.0, 1.8 + 0.3 * len(result.conditions) * n_hue)
+            width = min(9.5, 1.8 + 0.3 * len(result.conditions) * n_hue)
             fig = plot_profile_bars(
                 mean_rows,
                 x="condition",
@@ -291,9 +287,7 @@ def _control_section(rep: Any, result: Any, sheet: Any) -> None:
         rep.add_figure(fig, f"Welch t of {c.name}, trained and control on one colour scale.")
 
 
-def write_localize_results(
-    rf: Any, result: Any, model: Any, params: Mapping[str, Any]
-) -> None:
+def write_localize_results(rf: Any, result: Any, model: Any, params: Mapping[str, Any]) -> None:
     """Write units/clusters/profiles/dice CSVs, t/q NIfTI maps, stats, report and manifest.
 
     Parameters
@@ -320,12 +314,35 @@ def write_localize_results(
     if result.control_comparison is not None:
         rf.write_csv("control.csv", result.control_comparison)
         rf.write_csv("control_topography.csv", topography_frame(result.control))
-    rf.write_sheet_nifti("tmap.nii.gz", np.stack([c.t for c in result.contrasts]), sheet, names)
-    rf.write_sheet_nifti("qmap.nii.gz", np.stack([c.q for c in result.contrasts]), sheet, names)
+    rf.write_sheet_nifti(
+        "tmap.nii.gz",
+        np.stack([c.t for c in result.contrasts]),
+        sheet,
+        names,
+        stat="t",
+        df=np.stack([c.df for c in result.contrasts]),
+    )
+    rf.write_sheet_nifti(
+        "qmap.nii.gz", np.stack([c.q for c in result.contrasts]), sheet, names, stat="q"
+    )
+    rf.write_sheet_nifti(
+        "pmap.nii.gz", np.stack([c.p for c in result.contrasts]), sheet, names, stat="p"
+    )
+    rf.write_sheet_nifti(
+        "clusters.nii.gz",
+        np.stack([c.labels for c in result.contrasts]).astype(np.float64),
+        sheet,
+        names,
+        stat="label",
+    )
     if result.anova is not None:
         rf.write_csv("anova.csv", result.anova.table(sheet))
         rf.write_sheet_nifti(
-            "anova.nii.gz", np.stack([result.anova.f, result.anova.q]), sheet, ["F", "q"]
+            "anova.nii.gz",
+            np.stack([result.anova.f, result.anova.q]),
+            sheet,
+            ["F", "q"],
+            stat=["F", "q"],
         )
     result.stats.save(rf.path("stats.safetensors"))
     identity = model_identity(model) if model is not None and hasattr(model, "blocks") else None
@@ -334,11 +351,15 @@ def write_localize_results(
         or (identity or {}).get("name")
         or ((identity or {}).get("checkpoint") or (identity or {}).get("base_model"))
     )
-    rf.write_report(build_report(result, model_name, params))
+    report = build_report(result, model_name, params)
+    report.set_summary(summary_of_result(result))
+    rf.write_report(report)
     all_params = {**result.params, **{k: v for k, v in params.items() if k != "command_line"}}
     inputs = {"stimuli": [str(p) for p in result.stimulus_inputs]}
     if params.get("localizer_file"):
         inputs["localizer"] = str(params["localizer_file"])
+    if params.get("smoothed_from"):  # topo smooth's re-localization: its report links the source
+        inputs["smoothed_from"] = str(params["smoothed_from"])
     rf.write_manifest(
         "localize",
         all_params,
@@ -367,41 +388,111 @@ def write_localize_results(
     )
 
 
-def print_summary(result: Any, console: Any) -> None:
-    """Rich tables: detection at the display FWHM, then topography on the unsmoothed map."""
-    from rich.table import Table
-
+def summary_of_result(result: Any) -> dict[str, Any]:
+    """What :func:`print_summary` prints, as data (``summary.json``)."""
     p = result.params
-    table = Table(
-        title=f"detection: q < {p['q']:g} ({p['alternative']}, FDR over {p['fdr_scope']}), "
-        f"FWHM {p['fwhm_mm']:g} mm, clusters >= {p['min_cluster']} units"
-    )
-    for col in ("contrast", "significant units", "clusters", "peak t"):
-        table.add_column(col, justify="left" if col == "contrast" else "right")
     n_units = result.sheet.n_units
-    for c in result.contrasts:
-        table.add_row(c.name, f"{c.n_significant} / {n_units}", str(c.n_clusters), _fmt(c.peak_t))
-    console.print(table)
-    topo = Table(title="topography, unsmoothed map (FWHM 0 mm), whatever the display FWHM")
-    for col in ("contrast", "map Moran's I", "join-count z", "clusters", "at random", "island I"):
-        topo.add_column(col, justify="left" if col == "contrast" else "right")
+    detection, topography = [], []
     for c in result.contrasts:
         s = c.summary()
-        topo.add_row(
-            c.name,
-            _fmt(s["map_moran_i_unsmoothed"], ".3f"),
-            _fmt(s["join_count_z_unsmoothed"], ".1f"),
-            _fmt(s["n_clusters_unsmoothed"], ".0f"),
-            _fmt(s["n_clusters_random_placement"], ".1f"),
-            _fmt(c.moran_unsmoothed, ".3f"),
+        detection.append(
+            {
+                "contrast": c.name,
+                "n_significant": c.n_significant,
+                "n_units": n_units,
+                "n_clusters": c.n_clusters,
+                "peak_t": c.peak_t,
+            }
         )
-    console.print(topo)
+        topography.append(
+            {
+                "contrast": c.name,
+                "map_moran_i": s["map_moran_i_unsmoothed"],
+                "join_count_z": s["join_count_z_unsmoothed"],
+                "n_clusters": s["n_clusters_unsmoothed"],
+                "n_clusters_random_placement": s["n_clusters_random_placement"],
+                "island_moran_i": c.moran_unsmoothed,
+            }
+        )
+    out: dict[str, Any] = {
+        "settings": {
+            "q": p["q"],
+            "alternative": p["alternative"],
+            "fdr_scope": p["fdr_scope"],
+            "fwhm_mm": p["fwhm_mm"],
+            "min_cluster": p["min_cluster"],
+        },
+        "detection": detection,
+        "topography_unsmoothed": topography,
+    }
     if result.control_comparison is not None:
-        ctl = Table(title="trained vs identity-adaptor control (unsmoothed; areas as samples)")
-        for col in ("contrast", "map I trained", "map I control", "z", "p", "join z t / c"):
-            ctl.add_column(col, justify="left" if col == "contrast" else "right")
-        for _, r in result.control_comparison.iterrows():
-            ctl.add_row(
+        out["control"] = result.control_comparison.to_dict(orient="records")
+    return out
+
+
+def print_summary(result: Any, console: Any) -> None:
+    """Rich tables: detection at the display FWHM, then topography on the unsmoothed map.
+
+    The tables fit the console's width (80 columns included): columns are dropped by
+    priority, contrast names fold instead of being cut.
+    """
+    from topocli.reporting.terminal import Column, fit_table
+
+    summary = summary_of_result(result)
+    p = summary["settings"]
+    width = console.width
+    rows = [
+        [
+            r["contrast"],
+            f"{r['n_significant']} / {r['n_units']}",
+            r["n_clusters"],
+            _fmt(r["peak_t"]),
+        ]
+        for r in summary["detection"]
+    ]
+    console.print(
+        fit_table(
+            [
+                Column("contrast", "left", 0, name=True),
+                Column("significant units", priority=0),
+                Column("clusters", priority=1),
+                Column("peak t", priority=2),
+            ],
+            rows,
+            width,
+            title=f"detection: q < {p['q']:g} ({p['alternative']}, FDR over {p['fdr_scope']}), "
+            f"FWHM {p['fwhm_mm']:g} mm, clusters >= {p['min_cluster']} units",
+        )
+    )
+    rows = [
+        [
+            r["contrast"],
+            _fmt(r["map_moran_i"], ".3f"),
+            _fmt(r["join_count_z"], ".1f"),
+            _fmt(r["n_clusters"], ".0f"),
+            _fmt(r["n_clusters_random_placement"], ".1f"),
+            _fmt(r["island_moran_i"], ".3f"),
+        ]
+        for r in summary["topography_unsmoothed"]
+    ]
+    console.print(
+        fit_table(
+            [
+                Column("contrast", "left", 0, name=True),
+                Column("map Moran's I", priority=0),
+                Column("join-count z", priority=1),
+                Column("clusters", priority=2),
+                Column("at random", priority=2),
+                Column("island I", priority=3),
+            ],
+            rows,
+            width,
+            title="topography, unsmoothed map (FWHM 0 mm), whatever the display FWHM",
+        )
+    )
+    if result.control_comparison is not None:
+        rows = [
+            [
                 str(r["contrast"]),
                 _fmt(r["map_moran_i_trained"], ".3f"),
                 _fmt(r["map_moran_i_control"], ".3f"),
@@ -409,5 +500,21 @@ def print_summary(result: Any, console: Any) -> None:
                 _p_text(r["map_moran_i_difference_p"]),
                 f"{_fmt(r['join_count_z_trained'], '.1f')} / "
                 f"{_fmt(r['join_count_z_control'], '.1f')}",
+            ]
+            for _, r in result.control_comparison.iterrows()
+        ]
+        console.print(
+            fit_table(
+                [
+                    Column("contrast", "left", 0, name=True),
+                    Column("map I trained", priority=0),
+                    Column("map I control", priority=0),
+                    Column("z", priority=1),
+                    Column("p", priority=1),
+                    Column("join z t / c", priority=2),
+                ],
+                rows,
+                width,
+                title="trained vs identity-adaptor control (unsmoothed; areas as samples)",
             )
-        console.print(ctl)
+        )

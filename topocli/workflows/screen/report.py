@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 
 from topocli.errors import TopoInputError
+from topocli.reporting.tables import PEAK_COLUMNS, unit_frame, with_peak_position
+from topocli.reporting.tables import UNIT_COLUMNS as UNIT_MAP_COLUMNS
 from topocli.stats.clusters import CLUSTER_TABLE_COLUMNS
 from topocli.workflows.screen.analysis import CategoryResult, ScreenResult, column_mean
 from topocli.workflows.screen.discovery import Discovery
@@ -18,47 +20,50 @@ from topocli.workflows.screen.inputs import BASELINE
 REPORT_MAX_CATEGORIES = 30  # per-category report sections (all categories are in the files)
 REPORT_MAX_HEATMAP = 40  # rows of the Dice / profile heatmaps
 
-CLUSTER_COLUMNS = ["category", *CLUSTER_TABLE_COLUMNS, "peak_unit"]
+CLUSTER_COLUMNS = ["category", *CLUSTER_TABLE_COLUMNS, *PEAK_COLUMNS]
 
 
-UNIT_COLUMNS = ["category", "reference", "unit", "area", "row", "col", "t", "q", "significant"]
+UNIT_COLUMNS = ["category", "reference", *UNIT_MAP_COLUMNS]
 
 
 def units_table(result: ScreenResult) -> pd.DataFrame:
-    """``units.csv`` (long): one row per (category, reference, unit)."""
+    """``units.csv`` (long): one row per (category, reference, unit), columns as in localize."""
     sheet = result.sheet
-    area = np.asarray(sheet.area_names, dtype=object)[sheet.area]
     frames = []
     for c in result.categories:
-        maps = [(c.reference, c.t, c.q, c.significant, c.labels)]
+        maps = [
+            (
+                c.reference,
+                {
+                    "t": c.t,
+                    "df": c.df,
+                    "p": c.p,
+                    "q": c.q,
+                    "d": c.d,
+                    "significant": c.significant,
+                    "cluster": c.labels,
+                },
+            )
+        ]
         if c.vs_baseline is not None:
             vb = c.vs_baseline
-            maps.append((BASELINE, vb["t"], vb["q"], vb["significant"], None))
-        for ref, t, q, sig, labels in maps:
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "category": c.name,
-                        "reference": ref,
-                        "unit": np.arange(sheet.n_units),
-                        "area": area,
-                        "row": sheet.row,
-                        "col": sheet.col,
-                        "t": t,
-                        "q": q,
-                        "significant": sig,
-                        "cluster": labels if labels is not None else 0,
-                    }
-                )
+            maps.append(
+                (BASELINE, {k: vb.get(k) for k in ("t", "df", "p", "q", "d", "significant")})
             )
+        for ref, values in maps:
+            frames.append(unit_frame(sheet, values, {"category": c.name, "reference": ref}))
     if not frames:
-        return pd.DataFrame(columns=[*UNIT_COLUMNS, "cluster"])
-    return pd.concat(frames, ignore_index=True)
+        return pd.DataFrame(columns=UNIT_COLUMNS)
+    return pd.concat(frames, ignore_index=True)[UNIT_COLUMNS]
 
 
 def clusters_table(result: ScreenResult) -> pd.DataFrame:
-    """``clusters.csv``: one row per (category, cluster)."""
-    frames = [c.clusters.assign(category=c.name) for c in result.categories if c.n_clusters]
+    """``clusters.csv``: one row per (category, cluster), with the peak's position in mm."""
+    frames = [
+        with_peak_position(c.clusters, result.sheet).assign(category=c.name)
+        for c in result.categories
+        if c.n_clusters
+    ]
     if not frames:
         return pd.DataFrame(columns=CLUSTER_COLUMNS)
     return pd.concat(frames, ignore_index=True)[CLUSTER_COLUMNS]
@@ -142,14 +147,14 @@ def _heatmap(
     from topocli.reporting.plotting import new_figure
 
     m = np.asarray(matrix, dtype=np.float64)
-    w = min(12.0, 2.6 + 0.55 * len(cols))
+    w = min(9.5, 2.6 + 0.55 * len(cols))
     h = min(12.0, 1.4 + 0.36 * len(rows))
     fig = new_figure((w, h))
     ax = fig.add_subplot()
     im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     ax.set_xticks(np.arange(len(cols)), [str(c) for c in cols], rotation=40, ha="right")
     ax.set_yticks(np.arange(len(rows)), [str(r) for r in rows])
-    ax.tick_params(labelsize=8)
+    ax.tick_params(labelsize=9)
     if m.size <= 400:
         lo, hi = im.get_clim()
         for (i, j), v in np.ndenumerate(m):
@@ -165,13 +170,13 @@ def _heatmap(
                     fmt.format(v),
                     ha="center",
                     va="center",
-                    fontsize=7,
+                    fontsize=8.5,
                     color="white" if light else "black",
                 )
     for i, j in boxes:
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="black", lw=1.6))
     cb = fig.colorbar(im, ax=ax, shrink=0.85, pad=0.02)
-    cb.set_label(cbar, fontsize=8)
+    cb.set_label(cbar, fontsize=9)
     ax.set_title(title, fontsize=10)
     return fig
 
@@ -217,7 +222,7 @@ def plot_dendrogram(disc: Discovery, n_stimuli: int) -> Any:
                 colour[k] = c
                 stack.extend(int(v) for v in z[k - n, :2])
 
-    fig = new_figure((9.0, 3.8))
+    fig = new_figure((9.0, 3.8))  # below the page width: text shown at its size
     ax = fig.add_subplot()
     p = min(60, n)
     dendrogram(
@@ -228,7 +233,7 @@ def plot_dendrogram(disc: Discovery, n_stimuli: int) -> Any:
         no_labels=True,
         link_color_func=lambda k: colour.get(int(k), "#9aa5b1"),
     )
-    ax.set_ylabel("Ward distance", fontsize=8)
+    ax.set_ylabel("Ward distance", fontsize=9)
     ax.spines[["top", "right"]].set_visible(False)
     ax.set_title(
         f"Ward tree of the pool's final representations; coloured: the {len(disc.names)} kept "
@@ -358,6 +363,7 @@ def build_report(result: ScreenResult, model_name: str | None, params: Mapping[s
             ],
         }
     )
+    decisive = ["rank", "category", "sig. units", "peak t", "novelty", "closest known"]
     if k and table["n_stimuli"].nunique() == 1:  # said in the caption instead
         shown = shown.drop(columns="stimuli")
     same_n = f"; {int(table['n_stimuli'].iloc[0])} stimuli each" if "stimuli" not in shown else ""
@@ -366,6 +372,7 @@ def build_report(result: ScreenResult, model_name: str | None, params: Mapping[s
         f"Categories by rank (closest known: localizer and its Dice){same_n}",
         float_format="{:.2f}",
         csv_name="categories.csv",
+        first=decisive,
     )
     if k:
         maps = cats[:36]
@@ -384,6 +391,18 @@ def build_report(result: ScreenResult, model_name: str | None, params: Mapping[s
             f"All {what} at a glance on one colour scale (clipped at the 99th percentile of |t|, "
             f"{_fmt(lim)}). Red: the category responds more than its reference. Each panel is "
             "the whole sheet, areas as dashed boxes.",
+        )
+
+    if k:
+        rep.add_section(
+            "Sheet viewer",
+            "Hover a unit for its area, grid row and column, position in mm, t, q and cluster; "
+            "pick the category above the map (rank order). Red: the category responds more "
+            "than its reference; white: no unit. Row 0 is at the top, as in tmap.nii.gz in "
+            "nilearn.",
+        )
+        rep.add_sheet_viewer(
+            sheet, [{"name": c.name, "t": c.t, "q": c.q, "cluster": c.labels} for c in cats]
         )
 
     rep.add_section(
@@ -459,7 +478,7 @@ def build_report(result: ScreenResult, model_name: str | None, params: Mapping[s
         "In rank order."
         + (
             f" The top {len(shown_cats)} of {k} are shown; every category's maps are in "
-            "tmaps.nii.gz and units.csv."
+            "tmap.nii.gz and units.csv."
             if k > len(shown_cats)
             else ""
         ),
@@ -499,7 +518,9 @@ def build_report(result: ScreenResult, model_name: str | None, params: Mapping[s
         _exemplar_blocks(rep, result, c)
         if c.n_clusters:
             rep.add_table(
-                c.clusters[[col for col in CLUSTER_COLUMNS if col != "category"]],
+                with_peak_position(c.clusters, sheet)[
+                    [col for col in CLUSTER_COLUMNS if col != "category"]
+                ],
                 f"Clusters of {c.name}",
                 max_rows=10,
                 csv_name="clusters.csv",
@@ -562,11 +583,23 @@ def write_screen_results(
     if result.control_comparison is not None:
         rf.write_csv("control.csv", result.control_comparison)
     if names:
+        cats = result.categories
         rf.write_sheet_nifti(
-            "tmaps.nii.gz", np.stack([c.t for c in result.categories]), sheet, names
+            "tmap.nii.gz",
+            np.stack([c.t for c in cats]),
+            sheet,
+            names,
+            stat="t",
+            df=np.stack([c.df for c in cats]),
         )
+        rf.write_sheet_nifti("qmap.nii.gz", np.stack([c.q for c in cats]), sheet, names, stat="q")
+        rf.write_sheet_nifti("pmap.nii.gz", np.stack([c.p for c in cats]), sheet, names, stat="p")
         rf.write_sheet_nifti(
-            "qmaps.nii.gz", np.stack([c.q for c in result.categories]), sheet, names
+            "clusters.nii.gz",
+            np.stack([c.labels for c in cats]).astype(np.float64),
+            sheet,
+            names,
+            stat="label",
         )
     if result.known:
         rf.write_sheet_nifti(
@@ -574,6 +607,7 @@ def write_screen_results(
             np.stack([k.significant.astype(np.float64) for k in result.known]),
             sheet,
             [k.name for k in result.known],
+            stat="label",
         )
     if result.discovery is not None:
         rf.write_csv("discovery.csv", result.discovery.log)
@@ -584,7 +618,9 @@ def write_screen_results(
     )
     identity = model_identity(model) if hasattr(model, "blocks") else None
     model_name = params.get("model") or (identity or {}).get("name")
-    rf.write_report(build_report(result, model_name, params))
+    report = build_report(result, model_name, params)
+    report.set_summary(summary_of_result(result))
+    rf.write_report(report)
     inputs = {k: v for k, v in params.get("inputs", {}).items() if v}
     rf.write_manifest(
         "screen",
@@ -613,59 +649,113 @@ def write_screen_results(
     )
 
 
-def print_summary(result: ScreenResult, console: Any, max_rows: int = 20) -> None:
-    """A rich table of the ranked categories."""
-    from rich.table import Table
-
+def summary_of_result(result: ScreenResult) -> dict[str, Any]:
+    """What :func:`print_summary` prints, as data (``summary.json``): every category."""
     p = result.params
-    table = Table(
-        title=f"{len(result.categories)} categor{'y' if len(result.categories) == 1 else 'ies'} "
-        f"ranked; q < {p['q']:g}, FWHM {p['fwhm_mm']:g} mm, clusters >= "
-        f"{p['min_cluster']} units; 'map I': whole-map Moran's I on the unsmoothed map; 'at "
-        "random': the novelty of the same number of units per area placed at random"
-    )
-    cols = (
-        "rank",
-        "category",
-        "stimuli",
-        "sig. units",
-        "clusters",
-        "peak t",
-        "map I",
-        "closest known (Dice)",
-        "novelty",
-        "at random",
-    )
-    for col in cols:
-        table.add_column(
-            col, justify="left" if col in ("category", "closest known (Dice)") else "right"
+    return {
+        "settings": {
+            "q": p["q"],
+            "fwhm_mm": p["fwhm_mm"],
+            "min_cluster": p["min_cluster"],
+            "rank_by": p.get("rank_by"),
+        },
+        "mode": result.mode,
+        "categories": [
+            {
+                "rank": c.rank,
+                "category": c.name,
+                "n_stimuli": c.n_stimuli,
+                "n_significant": c.n_significant,
+                "n_clusters": c.n_clusters,
+                "peak_t": c.peak_t,
+                "map_moran_i": column_mean(c.topography, "moran_i"),
+                "closest_known": c.best_known or None,
+                "max_dice": c.max_dice,
+                "novelty": c.novelty,
+                "novelty_random_placement": c.novelty_random,
+            }
+            for c in result.categories
+        ],
+        "control": None
+        if result.control_comparison is None
+        else result.control_comparison.to_dict(orient="records"),
+    }
+
+
+def print_summary(result: ScreenResult, console: Any, max_rows: int = 20) -> None:
+    """A rich table of the ranked categories that fits the console (80 columns included).
+
+    Less decisive columns are dropped first when the console is narrow (the caption names
+    them); category names fold onto a second line rather than being cut.
+    """
+    from topocli.reporting.terminal import Column, fit_table
+
+    summary = summary_of_result(result)
+    p = summary["settings"]
+    n = len(result.categories)
+    columns = [
+        Column("rank", priority=0),
+        Column("category", "left", 0, name=True),
+        Column("sig. units", priority=0),
+        Column("clusters", priority=3),
+        Column("peak t", priority=1),
+        Column("map I", priority=3),
+        Column("closest known (Dice)", "left", 1, wrap=True),
+        Column("novelty", priority=2),
+        Column("at random", priority=2),
+        Column("stimuli", priority=4),
+    ]
+    rows = [
+        [
+            r["rank"],
+            r["category"],
+            r["n_significant"],
+            r["n_clusters"],
+            _fmt(r["peak_t"], ".2f"),
+            _fmt(r["map_moran_i"], ".3f"),
+            f"{r['closest_known'] or '—'} ({_fmt(r['max_dice'], '.2f')})",
+            _fmt(r["novelty"], ".2f"),
+            _fmt(r["novelty_random_placement"], ".2f"),
+            r["n_stimuli"],
+        ]
+        for r in summary["categories"][:max_rows]
+    ]
+    console.print(
+        fit_table(
+            columns,
+            rows,
+            console.width,
+            title=f"{n} categor{'y' if n == 1 else 'ies'} ranked; q < {p['q']:g}, FWHM "
+            f"{p['fwhm_mm']:g} mm, clusters >= {p['min_cluster']} units; 'map I': whole-map "
+            "Moran's I on the unsmoothed map; 'at random': the novelty of the same number of "
+            "units per area placed at random",
+            more="in categories.csv and summary.json",
         )
-    for c in result.categories[:max_rows]:
-        table.add_row(
-            str(c.rank),
-            c.name,
-            str(c.n_stimuli),
-            str(c.n_significant),
-            str(c.n_clusters),
-            _fmt(c.peak_t, ".2f"),
-            _fmt(column_mean(c.topography, "moran_i"), ".3f"),
-            f"{c.best_known or '—'} ({_fmt(c.max_dice, '.2f')})",
-            _fmt(c.novelty, ".2f"),
-            _fmt(c.novelty_random, ".2f"),
-        )
-    console.print(table)
+    )
     if result.control_comparison is not None and len(result.control_comparison):
-        ctl = Table(title="trained vs identity-adaptor control (unsmoothed; areas as samples)")
-        for col in ("category", "map I trained", "map I control", "z", "sig. t / c"):
-            ctl.add_column(col, justify="left" if col == "category" else "right")
-        for _, r in result.control_comparison.head(max_rows).iterrows():
-            ctl.add_row(
+        rows = [
+            [
                 str(r["category"]),
                 _fmt(r["map_moran_i_trained"], ".3f"),
                 _fmt(r["map_moran_i_control"], ".3f"),
                 _fmt(r["map_moran_i_difference_z"], ".1f"),
                 f"{int(r['n_significant_trained'])} / {int(r['n_significant_control'])}",
+            ]
+            for _, r in result.control_comparison.head(max_rows).iterrows()
+        ]
+        console.print(
+            fit_table(
+                [
+                    Column("category", "left", 0, name=True),
+                    Column("map I trained", priority=0),
+                    Column("map I control", priority=0),
+                    Column("z", priority=1),
+                    Column("sig. t / c", priority=2),
+                ],
+                rows,
+                console.width,
+                title="trained vs identity-adaptor control (unsmoothed; areas as samples)",
             )
-        console.print(ctl)
-    if len(result.categories) > max_rows:
-        console.print(f"... {len(result.categories) - max_rows} more in categories.csv")
+        )
+    if n > max_rows:
+        console.print(f"... {n - max_rows} more in categories.csv")

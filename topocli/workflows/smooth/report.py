@@ -8,6 +8,11 @@ import numpy as np
 
 
 def build_report(jobs, smoothed, sheet, fwhm, across_areas, input_path, manifest):
+    """The report of a smooth run: settings, then each map before and after.
+
+    Its summary (``summary.json``) names the input, the FWHM and the maps smoothed; the
+    results folder it was made from is linked at the top (from the manifest's input).
+    """
     from topocli.reporting.html import Report
     from topocli.reporting.plotting import plot_sheet_maps
 
@@ -43,4 +48,13 @@ def build_report(jobs, smoothed, sheet, fwhm, across_areas, input_path, manifest
                 colorbar_label=name,
             )
             rep.add_figure(fig, f"{name} before and after smoothing (each with its own scale).")
+    rep.set_summary(
+        {
+            "input": str(input_path),
+            "source_command": manifest.get("command"),
+            "fwhm_mm": fwhm,
+            "across_areas": bool(across_areas),
+            "maps": {rel: list(names) for rel, _, names, _ in jobs},
+        }
+    )
     return rep

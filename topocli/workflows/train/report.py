@@ -10,10 +10,20 @@ import pandas as pd
 def write_train_report(
     out: Path, log: list[dict], curves: dict[str, pd.DataFrame], summary: dict
 ) -> None:
-    """report.html beside the checkpoint: loss curves and correlation vs distance."""
+    """report.html beside the checkpoint: loss curves and correlation vs distance.
+
+    Also writes the report's figures as ``figures/*.png`` / ``*.svg`` and the printed summary
+    as ``summary.json``, as every command's results folder has them.
+    """
     from topocli.reporting.html import Report
     from topocli.reporting.plotting import plot_lines
-    from topocli.reporting.results import atomic_write_text
+    from topocli.reporting.results import (
+        SUMMARY,
+        atomic_write_bytes,
+        atomic_write_text,
+        json_dumps,
+        summary_payload,
+    )
 
     report = Report("topo train", subtitle=str(out))
     report.add_section("Summary")
@@ -46,4 +56,10 @@ def write_train_report(
             caption="Topographic sheets: correlation falls with distance; untrained: flat.",
         )
         report.add_table(both, caption="Binned pairwise correlations")
+    report.set_summary(summary)
+    for rel, data in report.figure_files():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / rel, data)
+    payload = summary_payload({"command": "train", "created": report.created}, summary)
+    atomic_write_text(out / SUMMARY, json_dumps(payload))
     atomic_write_text(out / "report.html", report.render())
