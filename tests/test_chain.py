@@ -7,6 +7,8 @@ as localizing with smoothed activations (it never smooths t, p or q after the fa
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +53,12 @@ def test_localize_smooth_screen_intervene_compare(chain, tmp_path, capsys):
     _run(["localize", "--model", model, "--stimuli", stimuli, "-c", "alpha>beta,gamma-beta",
           *common, "--out", loc], capsys)
     assert list(read_results(loc).contrasts) == ["alpha-beta", "gamma-beta"]
+    # a results folder is created with the user's umask (not mkdtemp's / safetensors' 0600)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(loc.stat().st_mode) == 0o777 & ~mask
+    for name in ("stats.safetensors", "units.csv", "manifest.json"):
+        assert stat.S_IMODE((loc / name).stat().st_mode) == 0o666 & ~mask, name
 
     # smooth of a localize folder = localize with smoothed activations (an independent run)
     smoothed = tmp_path / "loc-2mm"
@@ -73,9 +81,13 @@ def test_localize_smooth_screen_intervene_compare(chain, tmp_path, capsys):
 
     # screen takes the smoothed folder as a known map with --from (or its older name --known)
     screen = tmp_path / "screen"
-    _run(["screen", "--model", model, "--stimuli", stimuli, "--from", smoothed,
+    _run(["screen", "--model", model, "--stimuli", stimuli, "--from", smoothed, "--known", loc,
           "--no-builtin-known", *common, "--out", screen], capsys)
     assert read_manifest(screen)["command"] == "screen"
+    known = pd.read_csv(screen / "known.csv") if (screen / "known.csv").exists() else None
+    if known is not None:  # a folder and its smoothed copy: both kept, under distinct names
+        names = known[known.columns[0]].astype(str)
+        assert names.nunique() == len(names) == 4, list(names)
 
     # intervene finds "alpha-beta" from another spelling of it; lists are comma or repeated
     iv = tmp_path / "iv"

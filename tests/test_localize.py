@@ -261,6 +261,22 @@ def test_units_csv_equals_scipy_and_statsmodels_on_raw_activations(
     )
 
 
+def test_abs_tests_absolute_activations_like_scipy_on_abs(tiny_model_dir, stimulus_dirs):
+    """--abs: llm-localization's convention, t of |a|; the oracle is scipy on |activations|."""
+    model = _tiny_model(tiny_model_dir)
+    stim = load_stimulus_set(stimulus_dirs["text"])
+    acts = _raw_acts(model, stim).astype(np.float64)
+    cond = stim.condition_index()
+    res = localize(
+        model, stim, {"alpha-beta": {"alpha": 1, "beta": -1}}, alternative="two-sided",
+        permutations=0, batch_size=4, use_cache=False, absolute=True,
+    )
+    ref = sps.ttest_ind(np.abs(acts[cond == 0]), np.abs(acts[cond == 1]), equal_var=False)
+    np.testing.assert_allclose(res.contrasts[0].t, ref.statistic, rtol=1e-6)
+    signed = sps.ttest_ind(acts[cond == 0], acts[cond == 1], equal_var=False).statistic
+    assert not np.allclose(res.contrasts[0].t, signed, rtol=1e-3)  # the option changes t
+
+
 def test_results_folder_contents(tiny_model_dir, stimulus_dirs, tmp_path):
     model = _tiny_model(tiny_model_dir)
     stim = load_stimulus_set(stimulus_dirs["text"])
@@ -497,8 +513,15 @@ def test_run_localize_with_the_shipped_language_localizer(tiny_model_dir, tmp_pa
     profiles = pd.read_csv(out / "profiles.csv")
     assert set(profiles["condition"]) == set(spec.conditions)
     # a localizer that ships no stimuli says so and names its conditions
+    user_toml = tmp_path / "user.toml"
+    user_toml.write_text(
+        'name = "u"\ndescription = "d"\nmodality = "audio"\nstimuli = "user"\n'
+        'conditions = ["vocal", "non_vocal"]\nsource = ["s"]\n[contrasts]\n'
+        '"v" = "vocal - non_vocal"\n',
+        encoding="utf-8",
+    )
     with pytest.raises(TopoInputError, match="vocal, non_vocal"):
-        run_localize(_ctx(tiny_model_dir("bert"), tmp_path / "voice", quiet=True), "voice")
+        run_localize(_ctx(tiny_model_dir("bert"), tmp_path / "voice", quiet=True), str(user_toml))
     with pytest.raises(TopoInputError, match="unknown localizer 'nope'"):
         run_localize(_ctx(tiny_model_dir("bert"), tmp_path / "x", quiet=True), "nope")
 

@@ -192,3 +192,40 @@ def test_topo_train_runs_a_causal_lm_from_the_command_line(tiny_model_dir, tmp_p
     argv += ["--device", "cpu", "-q", "--out", str(out)]
     assert main(argv) == 0, capsys.readouterr().err
     assert (out / "topo.json").is_file() and (out / "report.html").is_file()
+
+
+def test_topo_train_writes_a_manifest_and_files_with_the_users_umask(
+    tiny_model_dir, tmp_path, capsys
+):
+    import os
+    import stat
+
+    from topocli.cli import main
+    from topocli.reporting.reader import read_manifest
+
+    corpus = tmp_path / "text"
+    corpus.mkdir()
+    (corpus / "lines.txt").write_text(
+        "\n".join(f"sentence number {i} about a thing" for i in range(40)) + "\n"
+    )
+    out = tmp_path / "parent" / "ckpt"
+    argv = ["train", "--model", str(tiny_model_dir("bert")), "--data", str(corpus)]
+    argv += ["--steps", "2", "--batch-size", "4", "--save-every", "1", "--warmup", "0"]
+    argv += ["--device", "cpu", "-q", "--out", str(out)]
+    old = os.umask(0o022)
+    try:
+        assert main(argv) == 0, capsys.readouterr().err
+    finally:
+        os.umask(old)
+    manifest = read_manifest(out, verify=True)  # every file listed, with its sha256
+    assert manifest["command"] == "train" and manifest["parameters"]["steps"] == 2
+    assert "adaptors.safetensors" in {o["path"] for o in manifest["outputs"]}
+    assert manifest["extra"]["model"]["adaptor_sha256"]
+    for path in (out, out.parent):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o755, path
+    for name in ("adaptors.safetensors", "topo.json", "manifest.json", "report.html"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name
+    # the folder is still a checkpoint topo train accepts (for --resume / --overwrite)
+    from topocli.workflows.train.run import foreign_checkpoint_reason
+
+    assert foreign_checkpoint_reason(out) is None

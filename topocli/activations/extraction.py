@@ -157,6 +157,7 @@ def extract(
     memory_bytes: int = IN_MEMORY_BYTES,
     shard: bool = True,
     also_raw: bool = False,
+    rectify: bool = False,
 ) -> Extraction:
     """Stream a stimulus set through the model into per-(condition, split) statistics.
 
@@ -188,6 +189,10 @@ def extract(
         evaluation on one rank; nothing is exchanged).
     also_raw : bool
         Also accumulate the untransformed activations (``Extraction.raw_stats``).
+    rectify : bool
+        Accumulate statistics of absolute activations ``|a|`` (llm-localization's convention),
+        before any transform; the raw statistics are of ``|a|`` too. Cached and kept
+        activations stay signed.
 
     Returns
     -------
@@ -197,7 +202,9 @@ def extract(
     n, n_units = len(stim_set), int(model.sheet.n_units)
     groups = stim_set.group_index()
     stats = SufficientStats(stim_set.n_groups, n_units)
-    raw = SufficientStats(stim_set.n_groups, n_units) if also_raw and transform else None
+    raw = (
+        SufficientStats(stim_set.n_groups, n_units) if also_raw and transform is not None else None
+    )
     _, world = rank_world() if shard else (0, 1)
     if world > 1 and (keep_activations or with_final):
         raise TopoInputError(
@@ -214,6 +221,8 @@ def extract(
     def accumulate(rows: np.ndarray, acts: torch.Tensor) -> None:
         if kept is not None:
             kept[rows] = acts.detach().cpu().numpy()
+        if rectify:
+            acts = acts.abs()
         stats.update(transform(acts) if transform is not None else acts, groups[rows])
         if raw is not None:
             raw.update(acts, groups[rows])

@@ -29,8 +29,11 @@ from topocli.cli.options import (
     PoolingOpt,
     QOpt,
     TopPercentOpt,
+    localizer_default,
     shared_options,
+    split_list,
 )
+from topocli.cli.stimuli_app import stimuli_app
 from topocli.errors import NotBuiltError, TopoInputError, TopoInterrupted, TopoWarning
 
 __all__ = ["Context", "app", "entry", "main"]
@@ -46,7 +49,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
 )
 
 
@@ -176,29 +179,69 @@ def train(
 
 
 @app.command()
-@shared_options(model=False, seed=False)
+@shared_options()
 def smooth(
     run: Context,
-    input_path: Annotated[
-        Path, typer.Argument(metavar="INPUT", help="A results folder or one sheet map .nii.gz.")
-    ],
-    fwhm_mm: Annotated[float, typer.Option(help="Gaussian FWHM in mm (> 0).")],
+    from_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="A results folder (a localize folder is re-localized) or one .nii.gz map.",
+        ),
+    ] = None,
+    fwhm_mm: Annotated[float | None, typer.Option(help="Gaussian FWHM in mm (> 0).")] = None,
     across_areas: Annotated[
         bool, typer.Option(help="Smooth across the contiguous sheet, not within each area.")
     ] = False,
     maps: Annotated[
-        list[str] | None, typer.Option("--maps", help="Map name, file stem or stem:name.")
+        list[str] | None,
+        typer.Option("--maps", help="Map name, file stem or stem:name (not for localize folders)."),
+    ] = None,
+    input_path: Annotated[
+        Path | None, typer.Argument(metavar="[INPUT]", hidden=True, show_default=False)
     ] = None,
 ) -> None:
-    """Smooth sheet maps from a results folder with a Gaussian of FWHM in mm.
+    """Smooth the results of an earlier command with a Gaussian of FWHM in mm; never p or q.
 
-    Smoothing is normalised within each area (or across the stacked sheet), truncated at
-    3 sigma. To smooth activations before the statistics, as fMRI does, use
-    `topo localize --fwhm-mm F` instead. Example: topo smooth loc-lang --fwhm-mm 4
+    A localize folder is re-localized with the same model, stimuli, contrasts and thresholds,
+    with the activations of every stimulus smoothed first, as fMRI smooths before its GLM: t,
+    p and q are recomputed, re-thresholded and re-clustered, and the result is a localize
+    folder (marked smoothed) that intervene, compare and screen --from accept. Any other
+    folder, or one sheet map, has its t maps smoothed for display only. Example:
+
+      topo smooth --from loc-lang --fwhm-mm 4 --out loc-lang-4mm
     """
-    from topocli.workflows.smooth.run import run_smooth
+    from topocli.workflows.smooth.run import relocalize_arguments, run_smooth
 
-    run_smooth(run, input_path, fwhm_mm, across_areas, maps, out_console=out_console())
+    source = _one_source(from_dir, input_path)
+    if fwhm_mm is None:
+        raise TopoInputError("missing option --fwhm-mm (the Gaussian's FWHM in mm, > 0)")
+    plan = relocalize_arguments(source, fwhm_mm, across_areas)
+    if plan is None:
+        run_smooth(run, source, fwhm_mm, across_areas, split_list(maps), out_console=out_console())
+        return
+    from topocli.workflows.localize.run import run_localize
+    from topocli.workflows.smooth.run import default_out
+
+    if maps:
+        raise TopoInputError(
+            "--maps picks maps of other folders; a localize folder is redone whole"
+        )
+    if run.model_spec is None:
+        run.model_spec = plan["model"]
+    if run.out is None:
+        run.out = default_out(source, fwhm_mm)
+    run_localize(
+        run, **plan["localize"], expected_identity=plan["identity"], out_console=out_console()
+    )
+
+
+def _one_source(from_dir: Path | None, input_path: Path | None) -> Path:
+    if from_dir is not None and input_path is not None:
+        raise TopoInputError("give the results folder once: --from DIR")
+    if from_dir is None and input_path is None:
+        raise TopoInputError("missing option --from (the results folder to smooth)")
+    return from_dir if from_dir is not None else input_path
 
 
 @app.command()
@@ -218,19 +261,50 @@ def localize(
             "--contrast",
             "-c",
             help="Contrast name or expression, e.g. 'sentences>nonwords' or "
-            "'math - 0.5*false_belief - 0.5*false_photo' (repeatable).",
+            "'math - 0.5*false_belief - 0.5*false_photo' (repeatable or comma-separated). "
+            "Default: every contrast of the localizer, its primary one first.",
         ),
     ] = None,
     fwhm_mm: FwhmOpt = 0.0,
     across_areas: AcrossAreasOpt = False,
-    q: QOpt = None,
-    alternative: Annotated[str | None, typer.Option(help="greater | two-sided.")] = None,
-    fdr_scope: FdrScopeOpt = None,
-    top_percent: TopPercentOpt = None,
-    min_cluster: MinClusterOpt = None,
-    connectivity: ConnectivityOpt = None,
-    permutations: PermutationsOpt = None,
+    q: Annotated[
+        float | None,
+        typer.Option("--q", help="BH-FDR threshold in (0, 1); " + localizer_default("q")),
+    ] = None,
+    alternative: Annotated[
+        str | None,
+        typer.Option(help="greater | two-sided; " + localizer_default("alternative")),
+    ] = None,
+    fdr_scope: Annotated[
+        str | None,
+        typer.Option(help="sheet | area: BH over all units or within each area.  [default: sheet]"),
+    ] = None,
+    top_percent: Annotated[
+        float | None,
+        typer.Option(
+            help="fROI size: top % of units per region (split-half); "
+            + localizer_default("top_percent", "%")
+        ),
+    ] = None,
+    min_cluster: Annotated[
+        int | None,
+        typer.Option(help="Smallest cluster / island (units); " + localizer_default("min_cluster")),
+    ] = None,
+    connectivity: Annotated[
+        int | None, typer.Option(help="4 | 8 grid connectivity.  [default: 8]")
+    ] = None,
+    permutations: Annotated[
+        int | None, typer.Option(help="Permutations for island Moran's I.  [default: 999]")
+    ] = None,
     pooling: PoolingOpt = "mean",
+    absolute: Annotated[
+        bool,
+        typer.Option(
+            "--abs",
+            help="Test absolute activations |a| (llm-localization's convention: units whose "
+            "response magnitude differs, of either sign).",
+        ),
+    ] = False,
     cache: CacheOpt = True,
     control: Annotated[
         bool | None,
@@ -253,7 +327,7 @@ def localize(
         run,
         localizer,
         stimuli,
-        contrast,
+        split_list(contrast) or None,
         fwhm_mm,
         across_areas,
         q,
@@ -267,6 +341,7 @@ def localize(
         cache,
         out_console=out_console(),
         control=control,
+        absolute=absolute,
     )
 
 
@@ -301,7 +376,12 @@ def screen(
     ] = None,
     known: Annotated[
         list[Path] | None,
-        typer.Option("--known", help="A topo localize results folder of the same model."),
+        typer.Option(
+            "--from",
+            "--known",
+            help="A localize (or smoothed localize) results folder of the same model whose "
+            "maps the categories are compared with (repeatable).",
+        ),
     ] = None,
     builtin_known: Annotated[
         bool, typer.Option(help="Compare with the shipped language / ToM / MD localizers.")
@@ -333,8 +413,10 @@ def screen(
     With no arguments: the shipped text categories on the embedded default model. Examples:
 
       topo screen --out screen/
+
       topo screen --stimuli animals/ --against baseline/
-      topo screen --discover pool/ --min-size 15 --known localize-language/
+
+      topo screen --discover pool/ --min-size 15 --from localize-language/
     """
     from topocli.workflows.screen.run import ScreenOptions, run_screen
 
@@ -394,18 +476,28 @@ def intervene(
         bool, typer.Option(help="Let stimulation spread over the contiguous sheet.")
     ] = False,
     dose: Annotated[
-        str | None,
-        typer.Option(help="Doses, e.g. 1,5,10,20,30: top-p% of units, or spreads in mm."),
+        list[str] | None,
+        typer.Option(
+            help="Doses, e.g. 1,5,10,20,30 (comma-separated or repeated): top-p% of units, or "
+            "spreads in mm."
+        ),
     ] = None,
     readout: Annotated[
-        str, typer.Option(help="probe, lm-loss, fidelity (comma-separated).")
-    ] = "fidelity",
+        list[str] | None,
+        typer.Option(
+            help="probe, lm-loss, fidelity (comma-separated or repeated).  [default: fidelity]"
+        ),
+    ] = None,
     stimuli: Annotated[
         Path | None, typer.Option(help="Stimuli (default: the results folder's own).")
     ] = None,
     controls: Annotated[
-        str, typer.Option(help="random, distance-matched (comma-separated) or none.")
-    ] = "random,distance-matched",
+        list[str] | None,
+        typer.Option(
+            help="random, distance-matched (comma-separated or repeated) or none.  "
+            "[default: random,distance-matched]"
+        ),
+    ] = None,
     n_controls: Annotated[
         int, typer.Option(help="Draws per control kind (100: the smallest p is below 0.01).")
     ] = 100,
@@ -433,10 +525,10 @@ def intervene(
         strength=strength,
         spread_mm=spread_mm,
         across_areas=across_areas,
-        dose=dose,
-        readout=readout,
+        dose=",".join(split_list(dose)) or None,
+        readout=",".join(split_list(readout)) or "fidelity",
         stimuli=stimuli,
-        controls=controls,
+        controls=",".join(split_list(controls)) or "random,distance-matched",
         n_controls=n_controls,
         probe_classifier=probe_classifier,
         out_console=out_console(),
@@ -450,7 +542,7 @@ class _CompareCommand(typer.core.TyperCommand):
     has no positional arguments, so a bare token after these options is one more value).
     """
 
-    greedy = ("--model-results", "--human-maps")
+    greedy = ("--from", "--model-results", "--human-maps")
 
     def parse_args(self, ctx, args):
         out, current = [], None
@@ -474,13 +566,14 @@ class _CompareCommand(typer.core.TyperCommand):
 def compare(
     run: Context,
     model_results: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Option(
+            "--from",
             "--model-results",
             help="topo localize results folder(s); a trained model and its control may both "
-            "be given (--model-results A B).",
+            "be given (--from A B, or --from A --from B).",
         ),
-    ],
+    ] = None,
     human_profiles: Annotated[
         Path | None,
         typer.Option(help="Human fROI table: EMFL format or roi, condition, mean, sem, n."),
@@ -527,13 +620,14 @@ def compare(
     profiles with permutation p and bootstrap CI, selectivity d' on both sides, island Moran's
     I side by side (and trained vs control), split-half Dice. Example:
 
-      topo compare --model-results loc/ --human-profiles emfl.csv --condition-map emfl_text
-      --out cmp/
+      topo compare --from loc/ --human-profiles emfl.csv --condition-map emfl_text --out cmp/
     """
     import shlex
 
     from topocli.workflows.compare.run import run_compare
 
+    if not model_results:
+        raise TopoInputError("missing option --from (the localize results folder(s) to compare)")
     run_compare(
         model_results,
         run.out if run.out is not None else Path("compare"),
@@ -575,6 +669,9 @@ def models(
     from topocli.workflows.models.run import run_models
 
     run_models(out_console(), convert=convert, quiet=quiet)
+
+
+app.add_typer(stimuli_app, name="stimuli")
 
 
 # ---------------------------------------------------------------------- entry point

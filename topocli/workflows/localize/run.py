@@ -419,6 +419,7 @@ def localize(
     progress: Any = None,
     anova_conditions: Sequence[str] | None = None,
     pooling: str = "mean",
+    absolute: bool = False,
 ) -> LocalizeResult:
     """Run a localizer on a model: one extraction pass, then every contrast's maps.
 
@@ -450,6 +451,9 @@ def localize(
         Passed to :func:`topocli.activations.extraction.extract`.
     anova_conditions : sequence of str, optional
         Also run a one-way ANOVA across these conditions (parametric localizers).
+    absolute : bool
+        Test absolute activations ``|a|`` (llm-localization's convention: a unit whose
+        response is larger in magnitude, of either sign) instead of signed ones.
 
     Returns
     -------
@@ -479,6 +483,7 @@ def localize(
         use_cache=use_cache,
         progress=progress,
         also_raw=True,
+        rectify=bool(absolute),
     )
     stats = ext.stats
     stats.metadata.update(
@@ -488,6 +493,7 @@ def localize(
             "pooling": pooling,
             "fwhm_mm": repr(float(fwhm_mm)),
             "across_areas": str(bool(across_areas)).lower(),
+            "absolute": str(bool(absolute)).lower(),
         }
     )
     results = [
@@ -543,6 +549,7 @@ def localize(
         "seed": int(seed),
         "batch_size": int(batch_size),
         "pooling": pooling,
+        "absolute": bool(absolute),
         "use_cache": bool(use_cache),
         "anova_conditions": anova_conds,
         "contrasts": weights,
@@ -594,6 +601,7 @@ def run_localize(
     control: bool | None = None,
     smoothed_from: Path | None = None,
     expected_identity: dict | None = None,
+    absolute: bool = False,
 ) -> Path:
     """``topo localize``: run a localizer on ``ctx``'s model and write a results folder.
 
@@ -659,6 +667,7 @@ def run_localize(
                 progress=progress,
                 anova_conditions=anova,
                 pooling=pooling,
+                absolute=absolute,
                 **opts,
             )
             if control is None:
@@ -676,6 +685,7 @@ def run_localize(
                 use_cache=cache,
                 anova_conditions=anova,
                 pooling=pooling,
+                absolute=absolute,
                 **opts,
             )
         if twin is not None:

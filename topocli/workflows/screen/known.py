@@ -171,6 +171,9 @@ def read_known_folder(
     df = results.unit_maps(("unit", "significant"))
     units = results.path("units.csv")
     label = results.localizer or results.root.name
+    fwhm = float(results.parameters.get("fwhm_mm") or 0.0)
+    if fwhm > 0:
+        label = f"{label} {fwhm:g} mm"
     out = []
     for name, sub in df.groupby("contrast", sort=False):
         sub = sub.sort_values("unit")
@@ -181,4 +184,22 @@ def read_known_folder(
         sig = sub["significant"].astype(str).str.lower().isin(["true", "1"]).to_numpy()
         t = sub["t"].to_numpy(dtype=np.float64) if "t" in sub else None
         out.append(KnownMap(f"{label}: {name}", str(results.root), sig, t, str(name)))
+    return out
+
+
+def unique_names(known: list[KnownMap]) -> list[KnownMap]:
+    """Known maps with unique names: a clash (two folders of one localizer) gets the folder's."""
+    from dataclasses import replace
+
+    counts: dict[str, int] = {}
+    for k in known:
+        counts[k.name] = counts.get(k.name, 0) + 1
+    out, seen = [], set()
+    for k in known:
+        name = k.name if counts[k.name] == 1 else f"{Path(k.source).name}: {k.contrast}"
+        base, n = name, 2
+        while name in seen:
+            name, n = f"{base} ({n})", n + 1
+        seen.add(name)
+        out.append(replace(k, name=name))
     return out

@@ -128,7 +128,12 @@ from topocli.workflows.screen.inputs import (
     shipped_categories,
     with_baseline_group,
 )
-from topocli.workflows.screen.known import KnownMap, builtin_known_maps, read_known_folder
+from topocli.workflows.screen.known import (
+    KnownMap,
+    builtin_known_maps,
+    read_known_folder,
+    unique_names,
+)
 from topocli.workflows.screen.report import print_summary, write_screen_results
 
 
@@ -425,6 +430,7 @@ def run_screen(
             if builtin_known:
                 maps, notes = builtin_known_maps(model, opts, progress=progress)
                 known = maps + known
+            known = unique_names(known)
             t2 = time.perf_counter()
             timings["known_localizers"] = t2 - t1
             if pool is not None:

@@ -113,6 +113,7 @@ def relocalize_arguments(
         "fwhm_mm": fw,
         "across_areas": bool(across_areas),
         "pooling": params.get("pooling", "mean"),
+        "absolute": bool(params.get("absolute", False)),
         "control": "control" in results.extra,
         "smoothed_from": results.root,
     }
@@ -267,6 +268,7 @@ def run_smooth(
     out = Path(ctx.out) if getattr(ctx, "out", None) is not None else default_out(input_path, fw)
     with ResultsFolder(out, getattr(ctx, "overwrite", False)) as rf:
         for (rel, _, names, _), after in zip(jobs, smoothed, strict=True):
+            # no NIfTI intent: a smoothed t map is not t-distributed (display only)
             rf.write_sheet_nifti(rel, after, sheet, names)
         rf.write_report(build_report(jobs, smoothed, sheet, fw, across_areas, input_path, manifest))
         rf.write_manifest(

@@ -71,8 +71,10 @@ REPORT_FILE = "report.html"
 # every file ``topo train`` writes into a checkpoint folder: --overwrite replaces only these
 TRAIN_OUTPUTS = frozenset(
     {"topo.json", "adaptors.safetensors", "sheet.safetensors", STATE_FILE, LOG_FILE, REPORT_FILE}
+    | {"manifest.json", "summary.json"}
     | {f"corr_vs_distance_{name}.csv" for name in CURVES}
 )
+FIGURES_DIR = "figures"  # the report's figures as PNG / SVG files
 
 
 def check_model_options(
@@ -117,6 +119,11 @@ def foreign_checkpoint_reason(folder: Path) -> str | None:
     except TopoInputError:
         return "has a topo.json that is not a topo checkpoint's"
     for p in sorted(folder.iterdir()):
+        if p.name == FIGURES_DIR and p.is_dir() and not p.is_symlink():
+            odd = [f for f in p.iterdir() if f.suffix not in (".png", ".svg") or not f.is_file()]
+            if odd:
+                return f"holds {FIGURES_DIR}/{odd[0].name}, which topo train did not write"
+            continue
         if not _train_output(p.name) or p.is_symlink() or not p.is_file():
             return f"holds {p.name}, which topo train did not write"
     return None
@@ -300,6 +307,24 @@ def run_train(
         lock.release()
 
 
+def _write_manifest(ctx, out: Path, train_set, held_set, config, build, model, summary) -> None:
+    """``manifest.json`` like every results folder: options, inputs, versions, every file."""
+    from topocli.models.checkpoint import model_identity
+    from topocli.reporting.results import manifest_record, write_folder_manifest
+
+    parameters = {
+        **{k: v for k, v in asdict(config).items() if k != "extra"},
+        **build,
+        "model": ctx.model_spec,
+        "device": ctx.device_name,
+        "dtype": ctx.dtype_name,
+    }
+    inputs = {"data": train_set.root, "heldout": held_set.root}
+    extra = {"model": model_identity(model), "summary": summary}
+    record = manifest_record("train", out, parameters, inputs, config.seed, extra)
+    write_folder_manifest(out, record)
+
+
 def _load_for_resume(ctx, out: Path, meta: dict, build: dict):
     """The checkpoint's model; ``--model``, when given, must be the checkpoint's base."""
     import torch
@@ -383,6 +408,7 @@ def _train_and_report(
     for name, c in curves.items():
         atomic_write_text(out / f"corr_vs_distance_{name}.csv", c.to_csv(index=False))
     write_train_report(out, result.log, curves, summary)
+    _write_manifest(ctx, out, train_set, held_set, config, build, model, summary)
     if not ctx.quiet:
         out_console.print(
             f"trained {result.steps_done} steps -> {out}; held-out fidelity {fidelity:.4f}"
