@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -245,3 +246,118 @@ def test_planted_disc_smoothing_finds_it_and_spills_over():
     (dice0, fdp0), (dice8, fdp8) = detect(0), detect(8)
     assert dice0 > 0.85 and fdp0 < 0.15
     assert dice8 < 0.6 and fdp8 > 0.5
+
+
+# ---------------------------------------------------------------- the float64 CPU path (issue 16)
+def _dense_oracle(x: np.ndarray, sheet: Sheet, fwhm: float, across: bool) -> np.ndarray:
+    """Plain dense normalised convolution: every pair of units, weight k[dr] k[dc] if same region.
+
+    Independent of the grids, blocks and BLAS of the implementation: units, their cells and the
+    1-D weights only. NaNs are left out of numerator and denominator and stay NaN.
+    """
+    k = gaussian_kernel1d(fwhm_to_sigma(fwhm, sheet.mm_per_unit), max_radius=max(sheet.grid_shape))
+    r = (k.size - 1) // 2
+    dr = sheet.row[:, None].astype(int) - sheet.row[None, :].astype(int)
+    dc = sheet.col[:, None].astype(int) - sheet.col[None, :].astype(int)
+    near = (np.abs(dr) <= r) & (np.abs(dc) <= r)
+    weights = np.where(near, k[np.clip(dr + r, 0, 2 * r)] * k[np.clip(dc + r, 0, 2 * r)], 0.0)
+    if not across:
+        weights = weights * (sheet.area[:, None] == sheet.area[None, :])
+    x = np.atleast_2d(x).astype(np.float64)
+    valid = np.isfinite(x)
+    num = np.nan_to_num(x) @ weights.T
+    den = valid.astype(float) @ weights.T
+    return np.where(valid, num / den, np.nan)
+
+
+DENSE_SHEETS = {
+    "stacked": lambda: Sheet.build(SPECS, "stacked", width=20),
+    "stacked-permuted": lambda: Sheet.build(SPECS, "stacked", width=20, permutation_seed=5),
+    "tiled": lambda: Sheet.build(SPECS, "tiled", mm_per_unit=0.5),
+    "equal-tiles": lambda: Sheet.build([AreaSpec(f"t{i}", 96) for i in range(4)], "tiled"),
+}
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("fwhm", [1.5, 4.0, 9.0, 1e6])
+@pytest.mark.parametrize("name", sorted(DENSE_SHEETS))
+def test_both_backends_equal_a_dense_float64_oracle(name, fwhm, backend):
+    sheet = DENSE_SHEETS[name]()
+    x = np.random.default_rng(11).normal(size=(3, sheet.n_units))
+    got = smooth_units(x, sheet, fwhm, backend=backend)
+    np.testing.assert_allclose(got, _dense_oracle(x, sheet, fwhm, False), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("across", [False, True])
+def test_nan_aware_and_across_areas_equal_the_dense_oracle(across, backend):
+    sheet = DENSE_SHEETS["stacked-permuted"]()
+    rng = np.random.default_rng(12)
+    v = rng.normal(size=(4, sheet.n_units))
+    v[rng.random(v.shape) < 0.15] = np.nan
+    got = smooth_map(v, sheet, 5.0, across_areas=across, backend=backend)
+    want = _dense_oracle(v, sheet, 5.0, across)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(v))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, equal_nan=True)
+
+
+def test_numpy_path_is_float64_even_for_float32_input():
+    """float32 in -> float32 out, rounded once from the float64 result (torch used float32)."""
+    sheet = DENSE_SHEETS["stacked"]()
+    x = np.random.default_rng(13).normal(size=(5, sheet.n_units)).astype(np.float32)
+    got = smooth_units(x, sheet, 4.0)
+    assert got.dtype == np.float32
+    want = _dense_oracle(x.astype(np.float64), sheet, 4.0, False).astype(np.float32)
+    np.testing.assert_array_equal(got, want)
+    as_tensor = smooth_units(torch.from_numpy(x), sheet, 4.0)
+    assert as_tensor.dtype == torch.float32
+    np.testing.assert_array_equal(as_tensor.numpy(), want)
+    ints = smooth_units(np.arange(sheet.n_units) % 7, sheet, 4.0)
+    assert ints.dtype == np.float32
+
+
+def test_blocks_and_split_products_change_nothing(monkeypatch):
+    """Tiny blocks and products: every block edge, halo and split is crossed many times."""
+    from topocli.stats import smoothing
+
+    sheet = DENSE_SHEETS["stacked-permuted"]()
+    x = np.random.default_rng(14).normal(size=(7, sheet.n_units))
+    want = _dense_oracle(x, sheet, 6.0, False)
+    for block, mnk, cache in [(1, 1, 1), (3, 50, 700), (5, 1000, 10**9)]:
+        monkeypatch.setattr(smoothing, "_BLOCK", block)
+        monkeypatch.setattr(smoothing, "_SERIAL_MNK", mnk)
+        monkeypatch.setattr(smoothing, "_CACHE_CELLS", cache)
+        got = smooth_units(x, sheet, 6.0, backend="numpy")
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_auto_backend_on_cpu_is_numpy_and_unknown_backend_is_refused(monkeypatch):
+    from topocli.stats import smoothing
+
+    sheet = _stacked()
+    calls = []
+    monkeypatch.setattr(smoothing, "_run_torch", lambda *a: calls.append("torch"))
+    smooth_units(np.zeros((1, sheet.n_units)), sheet, 3.0)
+    smooth_units(torch.zeros(1, sheet.n_units), sheet, 3.0)
+    assert calls == []
+    smooth_units(np.zeros((1, sheet.n_units)), sheet, 3.0, backend="torch")
+    assert calls == ["torch"]
+    with pytest.raises(TopoInputError, match="backend"):
+        smooth_units(np.zeros(sheet.n_units), sheet, 3.0, backend="cuda")
+
+
+def test_a_map_gives_the_same_bits_whatever_batch_it_is_smoothed_in():
+    """The pipeline smooths batch by batch; one call on every map must give the same bits."""
+    sheet = DENSE_SHEETS["stacked-permuted"]()
+    x = np.random.default_rng(15).normal(size=(23, sheet.n_units)).astype(np.float32)
+    whole = smooth_units(x, sheet, 4.0)
+    parts = np.concatenate([smooth_units(x[i : i + 4], sheet, 4.0) for i in range(0, 23, 4)])
+    np.testing.assert_array_equal(parts, whole)
+    v = x.astype(np.float64)
+    v[:, ::7] = np.nan
+    v[3] = np.nan  # a map with nothing finite stays all NaN, without a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = smooth_map(v, sheet, 4.0)
+    assert np.isnan(got[3]).all()
+    np.testing.assert_array_equal(np.concatenate([smooth_map(v[:5], sheet, 4.0), got[5:]]), got)
