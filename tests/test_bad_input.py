@@ -54,8 +54,10 @@ USAGE_CASES = {
     "missing value": (["localize", "--q"], "--q"),
     "not a number": (["localize", "--q", "abc"], "--q"),
     "below the minimum": (["localize", "--batch-size", "0"], "--batch-size"),
-    "missing required option": (["compare"], "--model-results"),
-    "missing argument": (["smooth"], "INPUT"),
+    "missing required option": (["compare"], "missing option --from"),
+    "missing results folder": (["smooth", "--fwhm-mm", "4"], "missing option --from"),
+    "missing fwhm": (["smooth", "--from", "x"], "missing option --fwhm-mm"),
+    "from given twice": (["smooth", "x", "--from", "y", "--fwhm-mm", "2"], "--from DIR"),
 }
 
 
@@ -88,12 +90,13 @@ def _maps_folder(tmp_path):
     src = tmp_path / "loc"
     with ResultsFolder(src) as rf:
         rf.write_sheet_nifti("tmap.nii.gz", np.arange(sheet.n_units, dtype=float), sheet, ["c"])
-        rf.write_manifest("localize", {"q": 0.05})
+        # a screen folder: smooth smooths its t map for display, with no model to reload
+        rf.write_manifest("screen", {"q": 0.05})
     return src
 
 
 def _smooth(src, out, *extra):
-    return ["smooth", str(src), "--fwhm-mm", "2", "--out", str(out), "--quiet", *extra]
+    return ["smooth", "--from", str(src), "--fwhm-mm", "2", "--out", str(out), "--quiet", *extra]
 
 
 def test_overwrite_never_replaces_a_folder_topo_did_not_write(tmp_path, capsys):
