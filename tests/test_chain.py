@@ -92,9 +92,12 @@ def test_localize_smooth_screen_intervene_compare(chain, tmp_path, capsys):
     # intervene finds "alpha-beta" from another spelling of it; lists are comma or repeated
     iv = tmp_path / "iv"
     _run(["intervene", "--from", smoothed, "--contrast", "1*alpha - 1*beta", "--dose", "10",
-          "--dose", "20", "--controls", "random", "--n-controls", "3", "-q", "--out", iv], capsys)
+          "--dose", "20", "--controls", "random", "--n-controls", "3", "--sequential-h", "2",
+          "-q", "--out", iv], capsys)
     params = read_manifest(iv)["parameters"]
     assert params["contrast"] == "alpha-beta"
+    stats = pd.read_csv(iv / "stats.csv")
+    assert set(stats["dose"]) == {10, 20} and "p_method" in stats
 
     # compare reads the smoothed localize folder with --from
     human = tmp_path / "human.csv"

@@ -504,6 +504,29 @@ def intervene(
     probe_classifier: Annotated[
         str, typer.Option(help="logistic | centroid (for --readout probe).")
     ] = "logistic",
+    percentile_band: Annotated[
+        str | None,
+        typer.Option(
+            help="Target the units whose t lies in this percentile band, e.g. 0-1 (the least "
+            "selective units, a control target)."
+        ),
+    ] = None,
+    sequential_h: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Stop drawing a control kind once this many draws reach the target on every "
+            "statistic (Besag-Clifford sequential p, exact for the stopping rule); 0: draw all "
+            "--n-controls.",
+        ),
+    ] = 10,
+    prefix_reuse: Annotated[
+        bool,
+        typer.Option(help="Replay the unperturbed blocks before the first perturbed area."),
+    ] = True,
+    generation_tokens: Annotated[
+        int, typer.Option(min=1, help="Greedy tokens per prompt for --readout generation.")
+    ] = 8,
 ) -> None:
     """Ablate, steer or stimulate sheet clusters with controls and behavioural read-outs.
 
@@ -531,6 +554,10 @@ def intervene(
         controls=",".join(split_list(controls)) or "random,distance-matched",
         n_controls=n_controls,
         probe_classifier=probe_classifier,
+        percentile_band=percentile_band,
+        sequential_h=sequential_h,
+        prefix_reuse=prefix_reuse,
+        generation_tokens=generation_tokens,
         out_console=out_console(),
     )
 

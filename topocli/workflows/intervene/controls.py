@@ -213,6 +213,18 @@ def distance_matched_controls(
     return out, "; ".join(notes) or None
 
 
+def perturbation_key(units: np.ndarray, values: np.ndarray) -> bytes:
+    """Identity of a perturbation: its (unit, value) pairs, whatever order they were drawn in.
+
+    Two draws with the same key edit the same units by the same values: one forward serves
+    both.
+    """
+    u = np.asarray(units, dtype=np.int64)
+    order = np.argsort(u, kind="stable")
+    v = np.asarray(values, dtype=np.float64)[order]
+    return u[order].tobytes() + b"|" + v.tobytes()
+
+
 def make_controls(
     sheet: Sheet, target: Selection, kinds: Sequence[str], n: int, seed: int, dose_index: int
 ) -> tuple[list[Control], list[str]]:

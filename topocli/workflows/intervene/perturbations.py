@@ -88,14 +88,34 @@ class PerturbationSet:
                     torch.from_numpy(vals).to(device),
                 )
 
+    @property
+    def edited_areas(self) -> list[int]:
+        """The areas (block indices) that some perturbation of the set edits."""
+        return sorted(self.areas)
+
     @contextmanager
     def applied(self, start: int = 0, stop: int | None = None) -> Iterator[None]:
         """Edits for perturbations ``start:stop`` registered while the block runs."""
         stop = self.n if stop is None else stop
+        with self.applied_rows(np.arange(start, stop)):
+            yield
+
+    @contextmanager
+    def applied_rows(self, rows: Sequence[int] | np.ndarray) -> Iterator[None]:
+        """Edits for the perturbations ``rows`` (in that order along the batch)."""
+        index = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        contiguous = index.numel() > 0 and bool(
+            (index == torch.arange(int(index[0]), int(index[0]) + index.numel())).all()
+        )
         removers = []
         try:
             for k, (mask, vals) in self.areas.items():
-                m, v = mask[start:stop], vals[start:stop]
+                if contiguous:  # a view: no copy of the masks
+                    lo = int(index[0])
+                    m, v = mask[lo : lo + index.numel()], vals[lo : lo + index.numel()]
+                else:
+                    i = index.to(mask.device)
+                    m, v = mask[i], vals[i]
                 if not bool(m.any()):
                     continue
                 hook_point = self.model.hook_points[self.model.blocks[k].name]
@@ -113,18 +133,29 @@ def make_edit(mask: torch.Tensor, values: torch.Tensor, replace: bool):
     """
     n_pert, width = mask.shape
 
-    def edit(z: torch.Tensor) -> torch.Tensor:
-        if z.shape[-1] != width or z.shape[0] % n_pert:
+    def apply(z: torch.Tensor, m2: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+        n_units = m2.shape[1]
+        if z.shape[-1] != n_units or z.shape[0] % n_pert:
             raise RuntimeError(
-                f"edit for {n_pert} perturbations x {width} units got activations {tuple(z.shape)}"
+                f"edit for {n_pert} perturbations x {n_units} units got activations "
+                f"{tuple(z.shape)}"
             )
         zz = z.reshape(n_pert, z.shape[0] // n_pert, *z.shape[1:])
-        view = (n_pert,) + (1,) * (z.ndim - 1) + (width,)
-        m = mask.view(view)
-        v = values.view(view).to(device=z.device, dtype=z.dtype)
+        view = (n_pert,) + (1,) * (z.ndim - 1) + (n_units,)
+        m = m2.view(view)
+        v = v2.view(view).to(device=z.device, dtype=z.dtype)
         new = v if replace else zz + v
         return torch.where(m, new, zz).reshape(z.shape)
 
+    def edit(z: torch.Tensor) -> torch.Tensor:
+        return apply(z, mask, values)
+
+    # the edited units and the same edit on their columns only (``z[..., units]``): a hook with
+    # a non-identity adaptor can then pass on X + (Z'_S - Z_S) W^+[S, :] instead of two full
+    # H x H matmuls per token (the units outside S keep Z = X W exactly)
+    units = torch.nonzero(mask.any(0)).flatten()
+    edit.units = units
+    edit.sparse = lambda z_s: apply(z_s, mask[:, units], values[:, units])
     return edit
 
 

@@ -37,6 +37,7 @@ EFFECT_LABELS = {
     "fidelity": "1 - cosine to unperturbed",
     "lm-loss": "loss increase (nats / token)",
     "probe": "probe accuracy drop",
+    "generation": "continuation tokens changed (share)",
 }
 
 
@@ -303,7 +304,12 @@ def build_report(
             ylabel=EFFECT_LABELS[readout],
         )
         rep.add_figure(fig, f"{readout}: target vs control draws")
-        main = {"fidelity": "fidelity_cosine", "lm-loss": "lm_loss", "probe": "probe_accuracy"}
+        main = {
+            "fidelity": "fidelity_cosine",
+            "lm-loss": "lm_loss",
+            "probe": "probe_accuracy",
+            "generation": "generation_agreement",
+        }
         per_cond = effects[
             (effects["readout"] == main[readout]) & (effects["intervention"] == "target")
         ]
@@ -339,7 +345,9 @@ def build_report(
     rep.add_sheet_viewer(sheet, [{"name": "contrast t", "t": values, "cluster": labels}])
     rep.add_section("Statistics")
     rep.add_paragraph(
-        "p_permutation = (1 + #{control >= target}) / (n_controls + 1); effect_size_z = "
+        "p_permutation = (1 + #{control >= target}) / (n_controls + 1), or h / L when the "
+        "sequential test (Besag & Clifford 1991) stopped at draw L once h draws reached the "
+        "target (see p_method); effect_size_z = "
         "(target - mean(controls)) / sd(controls). target_effect: the effect on the target "
         "condition(s); selectivity: target minus other conditions; Welch t / Cohen's d compare "
         "per-stimulus effects of the target intervention on target vs other conditions."

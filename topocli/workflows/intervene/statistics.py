@@ -2,7 +2,9 @@
 
 ``stats.csv`` compares the target intervention's effect on the target condition(s) (and its
 selectivity: effect on target minus effect on the other conditions) with each control
-distribution: permutation ``p = (1 + #{control >= target}) / (n_controls + 1)`` and effect size
+distribution: permutation ``p = (1 + #{control >= target}) / (n_controls + 1)``, or with the
+sequential test (Besag & Clifford 1991) ``p = h / L`` when the ``h``-th draw reaching the target
+came at draw ``L`` (:func:`sequential_p`), and effect size
 ``z = (target - mean(controls)) / sd(controls)``; and, within the target intervention,
 per-stimulus effects on target against other conditions (one-sided Welch t, Cohen's d).
 """
@@ -28,6 +30,83 @@ def permutation_p(target: float, controls: Sequence[float]) -> float:
     if not np.isfinite(target) or c.size == 0:
         return float("nan")
     return float((1 + np.count_nonzero(c >= target)) / (c.size + 1))
+
+
+def sequential_stop(target: float, controls: Sequence[float], h: int | None) -> int | None:
+    """The draw (1-based, in order) at which the ``h``-th control reaching ``target`` came.
+
+    NaN controls never reach the target. None when fewer than ``h`` reach it (or ``h`` is None:
+    no early stop); 0 when the target is NaN (nothing to test: resolved at once).
+    """
+    if not np.isfinite(target):
+        return 0
+    if h is None:
+        return None
+    c = np.asarray(controls, dtype=np.float64)
+    hits = np.flatnonzero(np.isfinite(c) & (c >= target))
+    return int(hits[h - 1] + 1) if hits.size >= h else None
+
+
+def sequential_p(target: float, controls: Sequence[float], h: int | None) -> float:
+    """Besag & Clifford (1991) sequential Monte Carlo p of ``target`` against ``controls``.
+
+    Controls are read in draw order (NaN ones left out); drawing stops at the ``L``-th draw,
+    when ``h`` of them have reached the target: ``p = h / L``. When fewer than ``h`` reach it
+    among all ``n`` draws given (the maximum), ``p = (1 + G) / (n + 1)`` with ``G`` the number
+    that reach it: the ordinary permutation p. Under the null (target exchangeable with the
+    controls) ``P(p <= a) <= a`` for every ``a``: the p is exact for the stopping rule.
+    ``h`` None is the ordinary permutation p.
+    """
+    c = np.asarray(controls, dtype=np.float64)
+    c = c[np.isfinite(c)]
+    stop = sequential_stop(target, c, h)
+    if stop == 0 or c.size == 0:
+        return float("nan")
+    if stop is not None:
+        return float(h / stop)
+    return permutation_p(target, c)
+
+
+def expected_draws_null(h: int, n_max: int) -> float:
+    """Expected number of control draws of the sequential test under the null.
+
+    The target's rank among ``n_max + 1`` exchangeable continuous values is uniform; given
+    ``G`` of the ``n_max`` controls above it (``G`` uniform on 0..n_max), the ``h``-th of them
+    comes at draw ``L`` with ``E[L] = h (n_max + 1) / (G + 1)`` (order statistics of a random
+    subset), and all ``n_max`` draws are made when ``G < h``.
+    """
+    g = np.arange(n_max + 1, dtype=np.float64)
+    draws = np.where(g >= h, h * (n_max + 1) / (g + 1), float(n_max))
+    return float(draws.mean())
+
+
+def control_statistics(
+    outcome: Outcome,
+    readouts: Sequence[str],
+    base: Baseline,
+    probe_base: np.ndarray | None,
+    design: Design,
+    driving: bool,
+) -> dict[tuple[str, str], np.ndarray]:
+    """The statistics that ``stats.csv`` tests, per perturbation [M] (row 0: the target).
+
+    Keys ``(readout, statistic)``: ``target_effect`` (mean effect on the target conditions),
+    ``selectivity`` (that minus the mean effect on the other conditions) and, for the probe,
+    ``target_bias``: the same numbers :func:`topocli.workflows.intervene.report.stats_table`
+    tests, so that the sequential stopping rule looks at what is reported.
+    """
+    out: dict[tuple[str, str], np.ndarray] = {}
+    for readout in readouts:
+        eff, used = per_stimulus_effects(readout, outcome, base, probe_base, design)
+        mask = np.zeros(design.split.size, dtype=bool)
+        mask[used] = True
+        target_eff = mean_over(eff, design.rows_of(design.targets, mask))
+        other_eff = mean_over(eff, design.rows_of(design.others, mask))
+        out[(readout, "target_effect")] = target_eff
+        out[(readout, "selectivity")] = target_eff - other_eff
+        if readout == "probe":
+            out[(readout, "target_bias")] = target_bias(outcome, probe_base, design, driving)
+    return out
 
 
 def effect_size_z(target: float, controls: Sequence[float]) -> float:
@@ -97,6 +176,9 @@ def per_stimulus_effects(
         return 1.0 - outcome.cosine, test
     if readout == "lm-loss":
         return outcome.loss - base.loss[None, :], test
+    if readout == "generation":
+        # degradation: the share of greedy tokens that differ from the unperturbed continuation
+        return 1.0 - outcome.agreement, test
     truth = design.condition_index
     eff = np.full(outcome.predicted.shape, np.nan)
     correct0 = (probe_base == truth).astype(np.float64)
@@ -145,6 +227,18 @@ def readout_values(
         for name, rows in groups:
             base_v = float(mean_over(base.loss[None, :], rows)[0])
             out.append((name, "lm_loss", mean_over(loss, rows), base_v))
+    elif readout == "generation":
+        n = design.split.size
+        agree = outcome.agreement if outcome is not None else np.ones((m, n))
+        loss = (
+            outcome.continuation_loss
+            if outcome is not None
+            else np.tile(base.continuation_loss, (m, 1))
+        )
+        for name, rows in groups:
+            base_v = float(mean_over(base.continuation_loss[None, :], rows)[0])
+            out.append((name, "generation_agreement", mean_over(agree, rows), 1.0))
+            out.append((name, "continuation_loss", mean_over(loss, rows), base_v))
     else:
         test = design.split == 1
         truth = design.condition_index

@@ -1,4 +1,5 @@
-"""Target units of an intervention: a cluster's units, the top P% by t, or a stimulation site.
+"""Target units of an intervention: a cluster's units, the top P% (or a percentile band) by t,
+or a stimulation site.
 
 A :class:`Selection` is the unit set of one perturbation with a weight per unit (1, or the
 stimulation Gaussian); controls (:mod:`.controls`) and per-unit values (:mod:`.perturbations`)
@@ -48,6 +49,25 @@ def top_units(t: np.ndarray, percent: float, among: np.ndarray | None = None) ->
     n = max(1, int(math.ceil(percent * pool.size / 100.0 - 1e-9)))
     order = np.lexsort((pool, -t[pool]))
     return pool[order[:n]]
+
+
+def band_units(t: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Units whose t lies in the ``lo``-``hi`` percentile band of the finite t; highest first.
+
+    A unit's percentile is the percent of finite units with a lower t (ranks from the lowest,
+    ties by unit index: scipy's ``percentileofscore(kind="strict")`` without ties); the band
+    holds the units with ``lo <= percentile < hi`` (``hi = 100`` includes the top unit), so
+    ``0-1`` is the least selective 1%. At least one unit.
+    """
+    pool = np.flatnonzero(np.isfinite(t))
+    if pool.size == 0:
+        raise TopoInputError("the contrast has no unit with a finite t to pick from")
+    n = pool.size
+    order = pool[np.lexsort((pool, t[pool]))]
+    first = min(n - 1, int(math.ceil(lo * n / 100.0 - 1e-9)))
+    stop = max(first + 1, int(math.ceil(hi * n / 100.0 - 1e-9)))
+    chosen = order[first : min(stop, n)]
+    return chosen[np.lexsort((chosen, -t[chosen]))]
 
 
 def stimulation_units(
