@@ -170,11 +170,14 @@ def _area_sites(
                 return sites, None
     name = sheet.areas[k].name
     if not sites:
-        # the nearest feasible alternative: how far from the target any site of the area lies
+        # sites that far may exist, but none holds a copy of the target that fits the area
+        # and misses the target's own units
+        far = int(np.count_nonzero(dist >= plan.diameter - 1e-9))
         return [], (
-            f"no site in area {name!r} lies {plan.diameter:.3g} mm (the target's diameter) "
-            f"from the target's centre; the farthest site lies {float(dist.max()):.3g} mm away: "
-            "lower the dose so the target is smaller than that, or use --controls random"
+            f"no copy of the target fits in area {name!r} at least {plan.diameter:.3g} mm (the "
+            f"target's diameter) from it: {far} sites lie that far (the farthest "
+            f"{float(dist.max()):.3g} mm), but a copy there leaves the area or overlaps the "
+            "target; lower the dose so the target is smaller, or use --controls random"
         )
     return sites, f"only {len(sites)} distinct distance-matched sites in area {name!r}; reused"
 
