@@ -229,3 +229,127 @@ def test_topo_train_writes_a_manifest_and_files_with_the_users_umask(
     from topocli.workflows.train.run import foreign_checkpoint_reason
 
     assert foreign_checkpoint_reason(out) is None
+
+
+# ---------------------------------------------------------------------- one step's losses
+def _tiny_batch(model, stim, n=4):
+    from topocli.models.inputs import prepare_batch
+
+    rows = np.arange(n)
+    return prepare_batch(model, [stim.stimuli[i] for i in rows], rows)
+
+
+def test_step_losses_match_the_reference_formula_and_skip_the_spatial_draw(
+    tiny_model_dir, stimulus_dirs
+):
+    """The spatial loss of a step is the loop-free float64 formula on the recorded activations;
+    without it the task loss is unchanged and no centres are drawn (the generator is untouched).
+    """
+    from topocli.training.loop import step_losses
+    from topocli.training.spatial_loss import spatial_loss_reference
+
+    model = build_topo_model(tiny_model_dir("bert"), adaptor_noise=1e-2)
+    model.train(False)
+    stim = load_stimulus_set(stimulus_dirs["text"])
+    batch = _tiny_batch(model, stim, 6)
+    pool = build_neighbourhood_pool(model.sheet, 3.0)
+    gen = torch.Generator().manual_seed(7)
+    state = gen.get_state()
+    t_plain, s_none = step_losses(model, batch, pool, 8, gen, spatial=False)
+    assert s_none is None and torch.equal(gen.get_state(), state)
+    t_loss, s_loss = step_losses(model, batch, pool, 8, gen)
+    with torch.no_grad():
+        _, acts = model.record(batch.inputs, batch.modality, "mean", batch.masks)
+    expected = spatial_loss_reference(acts, pool, 8, torch.Generator().manual_seed(7))
+    assert s_loss.item() == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    assert t_loss.item() == pytest.approx(t_plain.item(), rel=1e-6, abs=1e-9)
+    assert t_loss.requires_grad and s_loss.requires_grad
+
+
+def test_step_losses_task_loss_is_zero_for_identity_adaptors(tiny_model_dir, stimulus_dirs):
+    """Planted answer: with W = I the student is the base model, so the distillation loss is 0,
+    and with W != I it is still ~0 (X W W^+ = X) but the spatial loss is not."""
+    from topocli.training.loop import step_losses
+
+    for noise in (0.0, 1e-2):
+        model = build_topo_model(tiny_model_dir("gpt2"), adaptor_noise=noise)
+        model.train(False)
+        batch = _tiny_batch(model, load_stimulus_set(stimulus_dirs["text"]))
+        pool = build_neighbourhood_pool(model.sheet, 3.0)
+        t_loss, s_loss = step_losses(model, batch, pool, 8, torch.Generator().manual_seed(0))
+        assert abs(t_loss.item()) < 1e-5, (noise, t_loss.item())
+        assert 0.0 < s_loss.item() < 1.0
+
+
+def test_train_logs_the_losses_of_step_losses_on_the_first_batch(
+    tiny_model_dir, stimulus_dirs, tmp_path
+):
+    """The loop's first logged losses are step_losses on batch_rows(step 0) with the seed's
+    generator: the benchmark (bench/train_step.py) times the loop's own step."""
+    from topocli.models.inputs import prepare_batch
+    from topocli.training.loop import batch_rows, step_losses
+
+    stim = load_stimulus_set(stimulus_dirs["text"])
+    config = _config(steps=1, save_every=1, seed=3)
+    model = build_topo_model(tiny_model_dir("bert"), adaptor_noise=1e-2, seed=3)
+    model.train(False)
+    rows = batch_rows(len(stim), 0, config.batch_size, config.seed)
+    batch = prepare_batch(model, [stim.stimuli[i] for i in rows], rows)
+    pool = build_neighbourhood_pool(model.sheet, config.radius_mm)
+    gen = torch.Generator().manual_seed(config.seed)
+    t_loss, s_loss = step_losses(model, batch, pool, config.neighbourhoods, gen)
+    log = train(model, stim, tmp_path / "c", config).log
+    assert log[0]["task_loss"] == pytest.approx(t_loss.item(), rel=1e-5, abs=1e-9)
+    assert log[0]["spatial_loss"] == pytest.approx(s_loss.item(), rel=1e-5)
+
+
+def test_a_training_step_inverts_each_adaptor_once(
+    tiny_model_dir, stimulus_dirs, tmp_path, monkeypatch
+):
+    """The adaptor inverse is one LU per adaptor per (micro-)batch, not one per use."""
+    from topocli.models import topo_model
+
+    calls = []
+    original = topo_model._pseudo_inverse
+
+    def counting(w):
+        calls.append(tuple(w.shape))
+        return original(w)
+
+    monkeypatch.setattr(topo_model, "_pseudo_inverse", counting)
+    model = build_topo_model(tiny_model_dir("bert"), adaptor_noise=1e-2)
+    stim = load_stimulus_set(stimulus_dirs["text"])
+    train(model, stim, tmp_path / "c", _config(steps=2, save_every=2, grad_accum=2))
+    assert len(calls) == 2 * 2 * len(model.adaptors)
+    assert sorted(set(calls)) == sorted({tuple(a.weight.shape) for a in model.adaptors})
+
+
+def test_the_adaptor_gradient_reaches_w_only_through_the_recorded_z(
+    tiny_model_dir, stimulus_dirs
+):
+    """X W W^+ = X for an invertible W, so a step's gradient on W (task + spatial, through the
+    whole backbone) equals the gradient of the spatial loss of ``pool(X) W`` alone, with X the
+    base model's pooled block outputs: the cheaper step the training benchmark estimates."""
+    from topocli.training.loop import step_losses, trainable_setup
+
+    stim = load_stimulus_set(stimulus_dirs["text"])
+    model = build_topo_model(tiny_model_dir("bert"), adaptor_noise=5e-2)
+    base = build_topo_model(tiny_model_dir("bert"), adaptor_noise=0.0)
+    for m in (model, base):
+        m.train(False)
+    params = trainable_setup(model)
+    batch = _tiny_batch(model, stim, 6)
+    pool = build_neighbourhood_pool(model.sheet, 3.0)
+    t_loss, s_loss = step_losses(model, batch, pool, 8, torch.Generator().manual_seed(5))
+    (t_loss + 5.0 * s_loss).backward()
+    full = [p.grad.detach().clone() for p in params]
+    with torch.no_grad():
+        _, pooled_x = base.record(batch.inputs, batch.modality, "mean", batch.masks)
+    ws = [a.weight.detach().clone().requires_grad_(True) for a in model.adaptors]
+    parts = torch.split(pooled_x, [b.n_units for b in model.blocks], dim=1)
+    z = torch.cat([x @ w for x, w in zip(parts, ws)], dim=1)
+    (5.0 * spatial_loss(z, pool, 8, torch.Generator().manual_seed(5))).backward()
+    scale = max(float(g.abs().max()) for g in full)
+    assert scale > 0
+    for g, w in zip(full, ws):
+        np.testing.assert_allclose(g.numpy(), w.grad.numpy(), rtol=1e-3, atol=1e-4 * scale)

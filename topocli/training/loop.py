@@ -32,11 +32,15 @@ import pandas as pd
 import torch
 
 from topocli.errors import TopoInputError, TopoInterrupted
-from topocli.models.inputs import prepare_batch
+from topocli.models.inputs import Batch, prepare_batch
 from topocli.models.topo_model import TopoModel
 from topocli.stimuli.stimulus_set import StimulusSet
 from topocli.training.distillation import task_loss
-from topocli.training.spatial_loss import build_neighbourhood_pool, spatial_loss
+from topocli.training.spatial_loss import (
+    NeighbourhoodPool,
+    build_neighbourhood_pool,
+    spatial_loss,
+)
 
 STATE_FILE = "trainer_state.safetensors"
 
@@ -434,6 +438,51 @@ def trainable_setup(model: TopoModel) -> list[torch.nn.Parameter]:
     return params
 
 
+def step_losses(
+    model: TopoModel,
+    batch: Batch,
+    pool: NeighbourhoodPool,
+    n_neighbourhoods: int,
+    generator: torch.Generator,
+    world: int = 1,
+    spatial: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The task and spatial losses of one (micro-)batch: the forward half of a training step.
+
+    The frozen teacher (every hook point bypassed) runs without gradients, the student records
+    its pooled sheet activations, and the spatial loss sees the activations of the whole global
+    batch (all-gathered across ``world`` processes).
+
+    Parameters
+    ----------
+    model : TopoModel
+    batch : Batch
+        A prepared batch (:func:`topocli.models.inputs.prepare_batch`).
+    pool : NeighbourhoodPool
+    n_neighbourhoods : int
+        Neighbourhood centres drawn from ``generator``.
+    generator : torch.Generator
+    world : int
+        Processes sharing the global batch.
+    spatial : bool
+        False skips the spatial loss (and draws no centres): the benchmark's baseline step.
+
+    Returns
+    -------
+    task : torch.Tensor
+        Scalar self-distillation loss.
+    spatial : torch.Tensor or None
+        Scalar spatial loss, None when ``spatial`` is False.
+    """
+    with torch.no_grad(), model.bypass():
+        teacher = model.forward(batch.inputs, batch.modality)
+    student, acts = model.record(batch.inputs, batch.modality, "mean", batch.masks)
+    t_loss = task_loss(student, teacher, batch.masks)
+    if not spatial:
+        return t_loss, None
+    return t_loss, spatial_loss(_gather_rows(acts, world), pool, n_neighbourhoods, generator)
+
+
 def train(
     model: TopoModel,
     data: StimulusSet,
@@ -488,12 +537,8 @@ def train(
                     )
                     mine = rows[rank * local : (rank + 1) * local]
                     batch = prepare_batch(model, [data.stimuli[i] for i in mine], mine)
-                    with torch.no_grad(), model.bypass():
-                        teacher = model.forward(batch.inputs, batch.modality)
-                    student, acts = model.record(batch.inputs, batch.modality, "mean", batch.masks)
-                    t_loss = task_loss(student, teacher, batch.masks)
-                    s_loss = spatial_loss(
-                        _gather_rows(acts, world), pool, config.neighbourhoods, generator
+                    t_loss, s_loss = step_losses(
+                        model, batch, pool, config.neighbourhoods, generator, world
                     )
                     loss = (t_loss + config.alpha * s_loss) / config.grad_accum
                     loss.backward()
