@@ -1,4 +1,4 @@
-"""One chain on one model: localize -> smooth -> screen --from -> intervene --from -> compare --from.
+"""One chain on one model: localize, smooth, screen --from, intervene --from, compare --from.
 
 Every command takes the results folder of the one before it the same way (``--from``), the
 contrast is found whichever way it is spelled, and ``smooth`` of a localize folder is the same

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tiny_models
 import torch
 
 from topocli.activations.extraction import extract, prepare_batch
@@ -142,3 +143,107 @@ def test_fast_path_equals_the_literal_adaptor_computation(tiny_model_dir, stimul
     torch.testing.assert_close(acts_fast, acts_exact, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(out_fast.logits, out_exact.logits, atol=1e-4, rtol=1e-4)
     assert not torch.equal(acts_fast, model.record(batch.inputs, "text")[1] * 0)
+
+
+# --random-init SEED (issue 16): the untrained, seeded control of any backbone -----------------
+
+
+def _constant_bert(folder):
+    """A BERT whose every weight is 0.5: anything re-initialised stands out."""
+    import transformers as tf
+
+    cfg = tf.BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        initializer_range=0.02,
+    )
+    model = tf.BertModel(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(0.5)
+    model.save_pretrained(folder)
+    tiny_models._minilm_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def test_random_init_redraws_weights_with_the_models_own_init(tmp_path):
+    folder = _constant_bert(tmp_path / "bert")
+    state = torch.random.get_rng_state()
+    a = build_topo_model(folder, random_init=3)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG is untouched
+    b = build_topo_model(folder, random_init=3)
+    c = build_topo_model(folder, random_init=4)
+    wa = dict(a.backbone.named_parameters())
+    wb, wc = dict(b.backbone.named_parameters()), dict(c.backbone.named_parameters())
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)  # the same seed, the same weights
+    q = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(wa[q], wc[q])
+    # BERT's _init_weights (the planted answer): linear ~ N(0, initializer_range), bias 0,
+    # LayerNorm weight 1 and bias 0; nothing keeps the saved 0.5
+    assert abs(float(wa[q].std()) - 0.02) < 0.004 and abs(float(wa[q].mean())) < 0.004
+    assert torch.equal(wa["encoder.layer.0.attention.self.query.bias"], torch.zeros(32))
+    ln = "encoder.layer.0.output.LayerNorm"
+    assert torch.equal(wa[f"{ln}.weight"], torch.ones(32))
+    assert torch.equal(wa[f"{ln}.bias"], torch.zeros(32))
+    assert not any(bool((w == 0.5).all()) for w in wa.values())
+    plain = build_topo_model(folder)
+    assert bool((dict(plain.backbone.named_parameters())[q] == 0.5).all())
+    assert a.backbone.config.to_dict() == plain.backbone.config.to_dict()
+    assert [blk.name for blk in a.blocks] == [blk.name for blk in plain.blocks]
+
+
+def test_random_init_is_part_of_the_identity_and_the_cache_key(tmp_path, stimulus_dirs):
+    from topocli.activations.cache import cache_key
+    from topocli.models.checkpoint import model_identity
+
+    folder = _constant_bert(tmp_path / "bert")
+    stim = load_stimulus_set(stimulus_dirs["text"])
+    plain, r1, r2 = (build_topo_model(folder, random_init=s) for s in (None, 1, 2))
+    assert "random_init" not in model_identity(plain)  # older identities stay as they were
+    assert model_identity(r1)["random_init"] == 1
+    keys = {cache_key(m, stim, "mean") for m in (plain, r1, r2)}
+    assert len(keys) == 3
+
+
+def test_random_init_of_a_checkpoint_is_untrained_and_reloads(tmp_path):
+    from topocli.models.checkpoint import load_checkpoint, save_checkpoint
+    from topocli.models.registry import resolve_model
+
+    folder = _constant_bert(tmp_path / "bert")
+    trained = build_topo_model(folder, adaptor_noise=0.1, seed=1)
+    ckpt = save_checkpoint(trained, tmp_path / "ckpt")
+    control = resolve_model(str(ckpt), random_init=5)
+    assert control.source["random_init"] == 5 and control.source["name"].endswith("-init-5")
+    assert all(torch.equal(a.weight, torch.eye(32)) for a in control.adaptors)
+    assert control.sheet.describe() == trained.sheet.describe()
+    q = "encoder.layer.0.attention.self.query.weight"
+    w = dict(control.backbone.named_parameters())[q]
+    assert not bool((w == 0.5).all())
+    # a checkpoint saved from the random-init model reloads the same random weights
+    again = load_checkpoint(save_checkpoint(control, tmp_path / "ckpt2"))
+    assert torch.equal(dict(again.backbone.named_parameters())[q], w)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "3"])
+def test_random_init_refuses_a_bad_seed(seed, tmp_path):
+    from topocli.models.registry import resolve_model
+
+    with pytest.raises(TopoInputError, match="--random-init must be an integer seed"):
+        resolve_model(str(tmp_path), random_init=seed)
+
+
+def test_random_init_of_a_cnn_resets_its_stages(tiny_model_dir, stimulus_dirs):
+    import transformers as tf
+
+    from topocli.models.backbones import randomly_initialise
+
+    model = tf.ResNetModel(tf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1]))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(0.5)
+    randomly_initialise(model, 0)
+    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and not any(bool((w == 0.5).all()) for w in convs)

@@ -471,3 +471,45 @@ def test_whisper_transcribes_through_converted_weights(name, real_model_dir, mon
     with torch.no_grad():
         _, rec = topo.record(batch.inputs, "audio", masks=batch.masks)
     assert rec.shape == (1, sum(b.n_units for b in topo.blocks)) and torch.isfinite(rec).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["direct", "adaptor"])
+def test_smollm2_lm_loss_per_stimulus_padded_equals_bare(mode, tmp_path):
+    """intervene's lm-loss read-out on SmolLM2: next-token loss per stimulus of a padded batch
+    through topo's identity hook points (direct, or identity adaptors) equals the bare model's
+    loss of each sentence run alone, unpadded (the oracle: torch's cross-entropy)."""
+    _need("smollm2")
+    pytest.importorskip("gguf", reason="converting GGUF needs pip install gguf")
+    pytest.importorskip("accelerate", reason="converting GGUF needs pip install accelerate")
+    import transformers as tf
+
+    from topocli.models.inputs import prepare_batch
+    from topocli.models.registry import resolve_model
+    from topocli.stimuli.stimulus_set import load_stimulus_set
+    from topocli.workflows.intervene.readouts import token_losses
+
+    folder = packaged.ensure_converted("smollm2")  # the user's model cache: converted once
+    topo = resolve_model("smollm2", mode=mode, adaptor_noise=0.0)
+    lines = (SENTENCES / "sentences.txt").read_text().splitlines()[:12]
+    (tmp_path / "s" / "sentences").mkdir(parents=True)
+    (tmp_path / "s" / "sentences" / "items.txt").write_text("\n".join(lines) + "\n")
+    stim = load_stimulus_set(tmp_path / "s")
+    batch = prepare_batch(topo, stim.stimuli, np.arange(len(stim)))
+    mask = batch.inputs["attention_mask"]
+    assert (mask == 0).any(), "the batch must hold padding for this test to mean anything"
+    inputs = {**batch.inputs, "output_hidden_states": True, "use_cache": False}  # as intervene
+    with torch.no_grad():
+        out, _ = topo.record(inputs, "text", masks=batch.masks)
+        ours = token_losses(out.logits, batch.inputs["input_ids"], mask)
+        bare = tf.AutoModelForCausalLM.from_pretrained(folder).eval()
+        tok = topo.processors["text"]
+        alone = []
+        for s in stim.stimuli:
+            ids = tok(s.text, return_tensors="pt")["input_ids"]
+            logits = bare(input_ids=ids).logits[0, :-1]
+            alone.append(float(torch.nn.functional.cross_entropy(logits, ids[0, 1:])))
+    np.testing.assert_allclose(ours, alone, rtol=1e-4, atol=1e-4)
+    ppl_ours, ppl_bare = math.exp(float(np.mean(ours))), math.exp(float(np.mean(alone)))
+    assert 5 < ppl_bare < 200, ppl_bare  # a sane LM on plain English sentences
+    assert abs(ppl_ours - ppl_bare) / ppl_bare < 1e-4

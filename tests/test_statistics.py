@@ -19,11 +19,11 @@ from topocli.stats.contrasts import (
     check_weights,
     cohens_d,
     contrast_d,
-    contrast_t,
-    one_way_anova,
     contrast_name,
+    contrast_t,
     match_contrast,
     normalized_weights,
+    one_way_anova,
     parse_contrast,
     same_contrast,
     t_pvalue,
@@ -277,7 +277,9 @@ def test_anova_preferred_condition_and_degenerate_cases():
 
 
 # ------------------------------------------------------------------------------------ parsing
-KNOWN = ["sentences", "nonwords", "word_lists", "math", "false_belief", "false_photo", "a", "b", "c"]
+KNOWN = [
+    "sentences", "nonwords", "word_lists", "math", "false_belief", "false_photo", "a", "b", "c"
+]
 
 
 @pytest.mark.parametrize(

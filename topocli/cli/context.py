@@ -33,6 +33,7 @@ class Context:
         trust_remote_code=False,
         allow_pickle=False,
         allow_outside=False,
+        random_init=None,
     ):
         self.model_spec = model
         self.device_name = device
@@ -45,6 +46,7 @@ class Context:
         self.trust_remote_code = trust_remote_code
         self.allow_pickle = allow_pickle
         self.allow_outside = allow_outside
+        self.random_init = random_init
 
     def load_model(self, **build_options):
         """Seed everything, resolve ``--model`` offline and move it to ``--device``."""
@@ -64,6 +66,7 @@ class Context:
                 dtype=dtype,
                 trust_remote_code=self.trust_remote_code,
                 allow_pickle=self.allow_pickle,
+                random_init=self.random_init,
                 **build_options,
             )
         return model.to(device)

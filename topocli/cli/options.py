@@ -46,6 +46,16 @@ AllowPickleOpt = Annotated[
         "are loaded with torch.load(weights_only=True) and the manifest says so."
     ),
 ]
+RandomInitOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--random-init",
+        min=0,
+        metavar="SEED",
+        help="An untrained control of --model: same architecture, areas and sheet, every weight "
+        "re-initialised by the model's own init under SEED (identity adaptors for a checkpoint).",
+    ),
+]
 AllowOutsideOpt = Annotated[
     bool,
     typer.Option(
@@ -116,6 +126,7 @@ _MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {
     "quiet": (QuietOpt, False),
     "trust_remote_code": (TrustOpt, False),
     "allow_pickle": (AllowPickleOpt, False),
+    "random_init": (RandomInitOpt, None),
     "allow_outside": (AllowOutsideOpt, False),
 }
 _OUTPUT_OPTIONS = ("seed", "out", "overwrite", "debug", "quiet")
@@ -128,7 +139,8 @@ def shared_options(*, model: bool = True, seed: bool = True, **defaults: Any):
     ----------
     model : bool
         The command loads a model (adds ``--model``, ``--device``, ``--dtype``,
-        ``--batch-size``, ``--trust-remote-code``, ``--allow-pickle``, ``--allow-outside``);
+        ``--batch-size``, ``--trust-remote-code``, ``--allow-pickle``, ``--allow-outside``,
+        ``--random-init``);
         otherwise only the output options.
     seed : bool
         Add ``--seed`` (with ``model=False``).

@@ -158,10 +158,10 @@ def load_backbone(
         use_safetensors=fmt == "safetensors",
     )
     try:
-        if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs):
-            model = tf.AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        if OMNI_FULL in archs:
+            model = _load_omni_thinker(tf, path, config, kwargs)
         else:
-            model = tf.AutoModel.from_pretrained(path, **kwargs)
+            model = _model_class(tf, archs).from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
         raise TopoInputError(f"cannot load model weights ({_first_line(exc)})", path) from exc
     except Exception as exc:  # a refused or corrupt pickle raises many types
@@ -172,6 +172,33 @@ def load_backbone(
         ) from exc
     model.eval()
     return model, load_processors(path, model, trust_remote_code), fmt
+
+
+# architectures loaded as saved: with their LM head (lm-loss, logit distillation) or, for
+# T5EncoderModel, without the random decoder AutoModel would add
+_AS_SAVED = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration", "EncoderModel")
+
+
+# the full Qwen2.5-Omni (thinker + talker + vocoder, the hub's layout): topo runs its thinker
+OMNI_FULL = "Qwen2_5OmniForConditionalGeneration"
+
+
+def _model_class(tf, archs: list[str]):
+    """The class a folder is loaded with: its saved architecture where that has a head."""
+    for arch in archs:
+        cls = getattr(tf, arch, None)
+        if cls is not None and arch.endswith(_AS_SAVED):
+            return cls
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        return tf.AutoModelForCausalLM  # remote code, or a class this transformers lacks
+    return tf.AutoModel
+
+
+def _load_omni_thinker(tf, path: Path, config, kwargs: dict) -> nn.Module:
+    """The thinker of a full Omni checkpoint: its ``thinker.*`` weights, talker never built."""
+    return tf.Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
+        path, config=config.thinker_config, key_mapping={r"^thinker\.": ""}, **kwargs
+    )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -224,8 +251,58 @@ class EncoderOnly(nn.Module):
         self.config = full.config
 
     def forward(self, **inputs):
-        keys = ("input_features", "attention_mask", "input_values")
+        # the encoder's own inputs (T5's input_ids, Whisper's input_features), not the decoder's
+        keys = ("input_ids", "input_features", "attention_mask", "input_values", "inputs_embeds")
         return self.encoder(**select_inputs(inputs, keys))
+
+
+def check_random_init(seed) -> int:
+    """One line unless ``seed`` is an integer in ``[0, 2**63)`` (what torch.manual_seed takes)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise TopoInputError(f"--random-init must be an integer seed >= 0, got {seed!r}")
+    return seed
+
+
+def randomly_initialise(model: nn.Module, seed: int) -> nn.Module:
+    """Re-initialise every weight of ``model`` in place, seeded: the untrained control.
+
+    The architecture and config stay; the weights are drawn again by the model's own
+    initialisation (``PreTrainedModel.initialize_weights``, which dispatches each sub-model's
+    ``_init_weights``), under ``torch.manual_seed(seed)`` inside a forked RNG so that the
+    caller's random state is untouched. Modules without a Hugging Face initialisation (timm-style
+    CNNs) use their own ``reset_parameters``. The same seed gives the same weights.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A loaded backbone.
+    seed : int
+        ``>= 0``.
+
+    Returns
+    -------
+    nn.Module
+        ``model``, re-initialised.
+    """
+    check_random_init(seed)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        if hasattr(model, "initialize_weights"):
+            # loading marks every tensor initialised, and HF's init functions skip those
+            for mod in model.modules():
+                if hasattr(mod, "_is_hf_initialized"):
+                    mod._is_hf_initialized = False
+            for tensor in (*model.parameters(), *model.buffers()):
+                if hasattr(tensor, "_is_hf_initialized"):
+                    tensor._is_hf_initialized = False
+            model.initialize_weights()
+            if hasattr(model, "tie_weights"):
+                model.tie_weights()
+        else:
+            for mod in model.modules():
+                if hasattr(mod, "reset_parameters"):
+                    mod.reset_parameters()
+    return model
 
 
 def revision_of(path: Path) -> str | None:

@@ -37,28 +37,48 @@ class Block:
     layout: str = "tokens"
 
 
-def _norm_width(block: nn.Module) -> int | None:
-    for mod in block.modules():
-        if "norm" in type(mod).__name__.lower():
-            weight = getattr(mod, "weight", None)
-            if isinstance(weight, torch.Tensor) and weight.ndim == 1:
-                return int(weight.shape[0])
-    return None
+def _block_width(block: nn.Module) -> int | None:
+    """Units of a block's output: the width of its last normalisation outside attention.
+
+    Norms inside attention (Qwen3 / Gemma 3 QK-norm) are head_dim wide, not the residual
+    stream; a hierarchical stage (Swin, CLAP's HTSAT) ends in a patch merging whose output
+    width is its last projection's. :meth:`TopoModel.record` checks the widths it records.
+    """
+    downsample = getattr(block, "downsample", None)
+    if isinstance(downsample, nn.Module):
+        projections = [m for m in downsample.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        if projections:
+            last = projections[-1]
+            return int(last.out_features if isinstance(last, nn.Linear) else last.out_channels)
+    width = None
+    for path, mod in block.named_modules():
+        if "norm" not in type(mod).__name__.lower() or _inside_attention(path):
+            continue
+        weight = getattr(mod, "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.ndim == 1:
+            width = int(weight.shape[0])
+    return width
 
 
-def _stream_of(path: str, model_type: str) -> str:
+def _inside_attention(path: str) -> bool:
+    parts = path.lower().split(".")
+    return any(p.endswith(("attn", "attention")) or p in {"q_norm", "k_norm"} for p in parts)
+
+
+# the model's main input says its modality when the module path does not
+_STREAM_OF_INPUT = {"pixel_values": "vision", "input_values": "audio", "input_features": "audio"}
+
+
+def _stream_of(path: str, main_input: str) -> str:
     p = path.lower()
-    if any(k in p for k in ("vision", "visual", "image")):
+    # BLIP-2's Q-Former reads the image features: it belongs to the vision side
+    if any(k in p for k in ("vision", "visual", "image", "qformer")):
         return "vision"
     if any(k in p for k in ("audio", "speech", "acoustic")):
         return "audio"
-    if "text" in p:
+    if any(k in p for k in ("text", "language_model")):
         return "text"
-    if model_type in {"vit", "deit", "beit", "dinov2", "swin", "convnext", "siglip_vision_model"}:
-        return "vision"
-    if model_type in {"wav2vec2", "hubert", "wavlm", "whisper", "data2vec-audio", "unispeech"}:
-        return "audio"
-    return "text"
+    return _STREAM_OF_INPUT.get(main_input, "text")
 
 
 def discover_blocks(model: nn.Module) -> list[Block]:
@@ -68,6 +88,7 @@ def discover_blocks(model: nn.Module) -> list[Block]:
     models should be passed their encoder.
     """
     model_type = getattr(getattr(model, "config", None), "model_type", "") or ""
+    main_input = getattr(model, "main_input_name", "input_ids")
     found: list[Block] = []
     claimed: list[str] = []
     for path, mod in model.named_modules():
@@ -78,7 +99,7 @@ def discover_blocks(model: nn.Module) -> list[Block]:
         kinds = {type(child) for child in mod}
         if len(kinds) != 1:
             continue
-        widths = [_norm_width(child) for child in mod]
+        widths = [_block_width(child) for child in mod]
         if any(w is None for w in widths):
             continue
         # a transformer block attends; conv front ends and MLP stacks are not areas
@@ -87,7 +108,7 @@ def discover_blocks(model: nn.Module) -> list[Block]:
             for m in mod[0].modules()
         ):
             continue
-        stream = _stream_of(path, model_type)
+        stream = _stream_of(path, main_input)
         for i, child in enumerate(mod):
             found.append(Block(f"{path}.{i}", child, stream, int(widths[i])))
         claimed.append(path)

@@ -61,7 +61,7 @@ def save_checkpoint(
     """
     from safetensors.torch import save_file
 
-    from topocli.reporting.results import remove_stale_siblings, temp_sibling
+    from topocli.reporting.results import apply_umask, remove_stale_siblings, temp_sibling
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -85,6 +85,7 @@ def save_checkpoint(
             shutil.copy2(path, tmp / name)
         if write_extra is not None:
             write_extra(tmp)
+        apply_umask(tmp)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -115,6 +116,7 @@ def checkpoint_meta(model: TopoModel, training: dict | None = None) -> dict:
         "adaptor_noise": model.adaptor_noise,
         "seed": src.get("seed", 0),
         "trust_remote_code": bool(src.get("trust_remote_code", False)),
+        "random_init": src.get("random_init"),
         "sheet": model.sheet.describe(),
         "training": training,
     }
@@ -195,6 +197,7 @@ def load_checkpoint(
         allow_pickle=allow_pickle,
         sheet=sheet,
         sheet_source=folder / SHEET_FILE,
+        random_init=meta.get("random_init"),
     )
     if model.source["weights_sha256"] != meta["weights_sha256"]:
         raise TopoInputError(
@@ -221,7 +224,7 @@ def load_checkpoint(
 def model_identity(model: TopoModel) -> dict:
     """What a results manifest records about the model (enough to reload it)."""
     src = model.source
-    return {
+    ident = {
         "name": src.get("name"),
         "checkpoint": src.get("checkpoint"),
         "base_model": src.get("base_model"),
@@ -233,6 +236,10 @@ def model_identity(model: TopoModel) -> dict:
         # pickle weights are loaded only with --allow-pickle (torch.load weights_only=True)
         "weights_format": src.get("weights_format", "safetensors"),
     }
+    if src.get("random_init") is not None:
+        # a re-initialised copy of the base: same files, other weights (issue 16's control)
+        ident["random_init"] = int(src["random_init"])
+    return ident
 
 
 def adaptor_fingerprint(model: TopoModel) -> str:
@@ -243,6 +250,35 @@ def adaptor_fingerprint(model: TopoModel) -> str:
         h.update(name.encode())
         h.update(w.float().numpy().tobytes())
     return h.hexdigest()
+
+
+def untrained_copy(folder: str | Path, seed: int, dtype: torch.dtype = torch.float32,
+                   trust_remote_code: bool = False, allow_pickle: bool = False) -> TopoModel:
+    """A checkpoint's architecture, areas and sheet with every weight untrained: the backbone
+    re-initialised with ``seed`` and identity adaptors (``--random-init`` on a checkpoint)."""
+    folder = Path(folder)
+    meta = read_meta(folder)
+    if meta.get("trust_remote_code") and not trust_remote_code:
+        raise TopoInputError(
+            "this checkpoint's base model runs its own Python code; pass --trust-remote-code "
+            "to allow it (only if you trust it)",
+            folder / "topo.json",
+        )
+    model = build_topo_model(
+        _base_location(meta["base_model"]),
+        mode=meta["mode"],
+        areas=meta["areas"],
+        adaptor_noise=0.0,
+        seed=meta.get("seed", 0),
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        allow_pickle=allow_pickle,
+        sheet=Sheet.load(folder / SHEET_FILE),
+        sheet_source=folder / SHEET_FILE,
+        random_init=seed,
+    )
+    model.source["base_model"] = meta["base_model"]
+    return model
 
 
 def identity_control(model: TopoModel) -> TopoModel | None:
@@ -266,6 +302,7 @@ def identity_control(model: TopoModel) -> TopoModel | None:
         trust_remote_code=bool(src.get("trust_remote_code", False)),
         sheet=model.sheet,
         allow_pickle=src.get("weights_format") == "pickle",
+        random_init=src.get("random_init"),
     )
     control.source["base_model"] = src.get("base_model")
     name = src.get("name") or Path(str(src.get("checkpoint") or "model")).name

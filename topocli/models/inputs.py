@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from topocli.errors import TopoInputError
-from topocli.models.topo_model import TopoModel
+from topocli.models.topo_model import Segments, TopoModel
 from topocli.stimuli.stimulus_set import Stimulus, StimulusSet, load_audio, load_image
 
 MAX_TEXT_TOKENS = 512
@@ -62,7 +62,12 @@ def prepare_batch(model: TopoModel, stimuli: list[Stimulus], indices: np.ndarray
     elif modality == "image":
         images = [load_image(s.path) for s in stimuli]
         enc = proc(images=images, return_tensors="pt")
-        inputs = {"pixel_values": enc["pixel_values"].to(device, _float_dtype(model))}
+        pixels = enc.get("pixel_values")
+        if isinstance(pixels, torch.Tensor) and pixels.ndim == 5 and pixels.shape[0] != len(images):
+            # Idefics3 / SmolVLM read a flat list as the images of one sample: one per sample
+            enc = proc(images=[[im] for im in images], return_tensors="pt")
+        inputs = _model_inputs(enc, IMAGE_INPUTS, model)
+        masks.extend(_image_segments(inputs))
     else:
         rate = int(getattr(proc, "sampling_rate", 16000))
         waves = [load_audio(s.path, rate) for s in stimuli]
@@ -75,18 +80,70 @@ def prepare_batch(model: TopoModel, stimuli: list[Stimulus], indices: np.ndarray
             padding=padding,
             return_attention_mask=True,
         )
-        inputs = {}
-        for key in ("input_values", "input_features"):
-            if key in enc:
-                inputs[key] = enc[key].to(device, _float_dtype(model))
+        inputs = _model_inputs(enc, AUDIO_INPUTS, model)
         if "attention_mask" in enc and "input_values" in enc:
             sample_mask = enc["attention_mask"].to(device)
             inputs["attention_mask"] = sample_mask
             masks.append(_frame_mask(model, sample_mask))
+        elif "attention_mask" in enc and "input_features" in enc and _takes_feature_mask(model):
+            # the Omni thinker's audio tower packs the clips' frames with no batch axis: it
+            # takes the mel mask, and its blocks see ceil(L / 2) frames per clip of L mel frames
+            mel_mask = enc["attention_mask"].to(device)
+            inputs["feature_attention_mask"] = mel_mask
+            frames = (mel_mask.long().sum(-1) - 1) // 2 + 1
+            masks.append(Segments(frames, "tokens"))
+            # its output is pooled by 2 once more after the blocks: the final representation
+            masks.append(Segments((frames - 2) // 2 + 1, "tokens"))
         elif "attention_mask" in enc and "input_features" in enc:
             # Whisper: the 30 s window is padded; pool only the encoder frames of the clip
             masks.append(_whisper_frame_mask(model, enc["attention_mask"].to(device)))
     return Batch(indices, inputs, masks, modality)
+
+
+# what a processor returns that the model needs beside the pixels / samples: the patch grid of
+# packed vision tokens (Qwen2-VL), the crop mask of split images (Idefics3), CLAP's fusion flag
+IMAGE_INPUTS = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "image_sizes")
+AUDIO_INPUTS = ("input_values", "input_features", "is_longer", "feature_attention_mask")
+
+
+def _model_inputs(enc, keys: tuple[str, ...], model: TopoModel) -> dict:
+    """The processor outputs named in ``keys``, on the model's device; float ones in its dtype."""
+    out = {}
+    for key in keys:
+        value = enc.get(key) if hasattr(enc, "get") else None
+        if not isinstance(value, torch.Tensor):
+            continue
+        dtype = _float_dtype(model) if value.is_floating_point() else None
+        out[key] = value.to(model.device, dtype)
+    return out
+
+
+def _takes_feature_mask(model: TopoModel) -> bool:
+    import inspect
+
+    fn = getattr(model.backbone, "get_audio_features", None)
+    return fn is not None and "feature_attention_mask" in inspect.signature(fn).parameters
+
+
+def _image_segments(inputs: dict) -> list[Segments]:
+    """How the vision tower's rows map onto the stimuli, where not one row per image.
+
+    Packed patches (``image_grid_thw``: t x h x w patches per image, no batch axis) and split
+    images (``[B, crops, C, H, W]``: Idefics3 / SmolVLM keep the crops that are not all zero
+    padding, as its forward does) are pooled per stimulus, not per patch sequence or crop.
+    """
+    out = []
+    grid = inputs.get("image_grid_thw")
+    if grid is not None:
+        out.append(Segments(grid.prod(-1), "tokens"))
+    pixels = inputs.get("pixel_values")
+    if pixels is not None and pixels.ndim == 5:
+        real = (pixels != 0).flatten(2).any(-1)
+        counts = real.sum(1)
+        if int(counts.sum()) == 0:  # no real crop at all: the model keeps the first
+            counts[0] = 1
+        out.append(Segments(counts, "rows"))
+    return out
 
 
 def _float_dtype(model: TopoModel) -> torch.dtype:
@@ -117,7 +174,32 @@ def _whisper_frame_mask(model: TopoModel, mel_mask: torch.Tensor) -> torch.Tenso
 
 
 def final_representation(output, masks: list) -> torch.Tensor:
-    """One vector per stimulus from the model's final layer (embedding / last token)."""
+    """One vector per stimulus from the model's final layer (embedding / last token).
+
+    Packed outputs (``[tokens, D]``, no batch axis) and split images (several rows per
+    stimulus) are pooled per stimulus by the batch's :class:`Segments`.
+    """
+    rep = _final_rows(output, [m for m in masks if not isinstance(m, Segments)], masks)
+    crops = next(
+        (m for m in masks if isinstance(m, Segments) and m.kind == "rows" and m.total == len(rep)),
+        None,
+    )
+    return crops.mean(rep) if crops is not None else rep
+
+
+def _packed_mean(hidden: torch.Tensor, masks: list) -> torch.Tensor | None:
+    packed = next(
+        (
+            m
+            for m in masks
+            if isinstance(m, Segments) and m.kind == "tokens" and m.total == hidden.shape[0]
+        ),
+        None,
+    )
+    return packed.mean(hidden.float()) if packed is not None else None
+
+
+def _final_rows(output, masks: list, segments: list) -> torch.Tensor:
     if isinstance(output, torch.Tensor):
         return output.float()
     for key in ("text_embeds", "image_embeds", "pooler_output"):
@@ -147,6 +229,13 @@ def final_representation(output, masks: list) -> torch.Tensor:
         raise TopoInputError("cannot find a final representation in this model's output")
     if hidden.ndim == 4:  # a CNN's feature map [B, C, H, W]: the mean over space
         return hidden.float().mean((2, 3))
+    if hidden.ndim == 2:  # packed tokens of every stimulus (Qwen2-VL patches, Omni audio)
+        pooled = _packed_mean(hidden, segments)
+        if pooled is None:
+            raise TopoInputError(
+                "cannot tell which rows of this model's packed output belong to which stimulus"
+            )
+        return pooled
     mask = next((m for m in masks if m.shape == hidden.shape[:2]), None)
     if mask is None:
         return hidden.float().mean(1)

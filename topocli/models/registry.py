@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from topocli.errors import TopoInputError
-from topocli.models.backbones import EMBEDDED_BASE, embedded_base_path
-from topocli.models.checkpoint import is_checkpoint, load_checkpoint
+from topocli.models.backbones import EMBEDDED_BASE, check_random_init, embedded_base_path
+from topocli.models.checkpoint import is_checkpoint, load_checkpoint, untrained_copy
 from topocli.models.packaged import PACKAGED, ensure_converted
 from topocli.models.topo_model import TopoModel, build_topo_model
 
@@ -40,14 +40,26 @@ def resolve_model(
     dtype: torch.dtype = torch.float32,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    random_init: int | None = None,
     **build_options,
 ) -> TopoModel:
     """Turn ``--model`` into a TopoModel (see the module docstring for what it accepts).
 
     ``allow_pickle`` lets a model folder with only pickle weights load (see
     :func:`topocli.models.backbones.weights_format`); checkpoints record safetensors only.
+    ``random_init`` (``--random-init SEED``): the same architecture, areas and sheet with every
+    weight untrained: the backbone re-initialised with the seed and, for a trained checkpoint
+    (``minilm`` included), identity adaptors in place of the trained ones.
     """
     spec = DEFAULT_MODEL if spec in (None, "") else str(spec)
+    if random_init is not None:
+        check_random_init(random_init)
+        build_options["random_init"] = random_init
+        checkpoint = SHIPPED_DIR if spec == DEFAULT_MODEL else spec
+        if spec not in PACKAGED and spec != CONTROL_MODEL and is_checkpoint(checkpoint):
+            model = untrained_copy(checkpoint, random_init, dtype, trust_remote_code, allow_pickle)
+            model.source["name"] = f"{Path(spec).name}-random-init-{random_init}"
+            return model
     if spec == DEFAULT_MODEL:
         if is_checkpoint(SHIPPED_DIR):
             model = load_checkpoint(SHIPPED_DIR, dtype)
@@ -111,3 +123,18 @@ def model_spec_of(identity: dict | None, parameters: dict | None = None) -> str 
         return str(spec)
     base = ident.get("base_model")
     return None if base == EMBEDDED_BASE else base
+
+
+# a real backbone per modality, for the hint when stimuli do not fit the model
+_BACKBONE_FOR = {"text": "smollm2", "image": "efficientnet-lite0", "audio": "whisper-tiny"}
+
+
+def model_hint(modality: str) -> str:
+    """'; pass --model NAME ...' naming a packaged backbone that takes ``modality``."""
+    name = _BACKBONE_FOR.get(modality)
+    if name is None:
+        return ""
+    return (
+        f"; pass --model {name} (a real {modality} backbone; `topo models` says how to install "
+        "it) or a checkpoint trained on it; no topographic checkpoint of it ships yet"
+    )

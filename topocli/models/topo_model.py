@@ -34,6 +34,7 @@ from topocli.errors import TopoInputError
 from topocli.models.backbones import (
     EncoderOnly,
     load_backbone,
+    randomly_initialise,
     recordable_module,
     resolve_base,
     revision_of,
@@ -53,6 +54,11 @@ DEFAULT_ADAPTOR_NOISE = 1e-3
 
 
 Edit = Callable[[torch.Tensor], torch.Tensor]
+
+
+# what the image / audio towers of multimodal models take (the rest belongs to the LM)
+IMAGE_FEATURE_INPUTS = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "image_sizes")
+AUDIO_FEATURE_INPUTS = ("input_features", "is_longer", "attention_mask", "feature_attention_mask")
 
 
 class Adaptor(nn.Module):
@@ -98,6 +104,44 @@ def _pseudo_inverse(w: torch.Tensor) -> torch.Tensor:
     if int(info) == 0 and torch.isfinite(inverse).all():
         return inverse
     return torch.linalg.pinv(w)
+
+
+class Segments:
+    """Which rows of a packed or split batch belong to each stimulus, for pooling.
+
+    ``kind="tokens"``: a block sees the tokens of every stimulus packed on one axis with no
+    batch axis (Qwen2-VL's vision patches, the Omni audio tower's frames), ``counts[i]`` of them
+    stimulus ``i``'s. ``kind="rows"``: a block sees several rows per stimulus (Idefics3's image
+    crops), ``counts[i]`` of them stimulus ``i``'s; their pooled vectors are averaged.
+    """
+
+    def __init__(self, counts: torch.Tensor, kind: str) -> None:
+        if kind not in ("tokens", "rows"):
+            raise ValueError(f"unknown segment kind {kind!r}")
+        self.counts = counts.long().flatten()
+        self.kind = kind
+        self.total = int(self.counts.sum())
+
+    @property
+    def shape(self) -> tuple[int]:
+        """1-D: never equal to a ``[batch, tokens]`` mask's shape, where masks are matched."""
+        return (self.total,)
+
+    def index(self, device: torch.device) -> torch.Tensor:
+        """The stimulus of each row: ``[0]*counts[0] + [1]*counts[1] + ...``."""
+        ids = torch.arange(self.counts.numel(), device=device)
+        return ids.repeat_interleave(self.counts.to(device))
+
+    def mean(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean of the rows of each stimulus: ``[total, U] -> [n_items, U]``."""
+        out = torch.zeros(self.counts.numel(), x.shape[-1], dtype=x.dtype, device=x.device)
+        out = out.index_add(0, self.index(x.device), x)
+        return out / self.counts.to(x.device, x.dtype).clamp_min(1).unsqueeze(-1)
+
+    def last(self, x: torch.Tensor) -> torch.Tensor:
+        """The last row of each stimulus."""
+        ends = self.counts.to(x.device).cumsum(0) - 1
+        return x[ends.clamp_min(0)]
 
 
 @dataclass
@@ -221,11 +265,31 @@ class TopoModel(nn.Module):
         return hook
 
     def _pool(self, z: torch.Tensor) -> torch.Tensor:
-        if z.ndim == 2:  # flattened tokens of one item (e.g. packed vision patches)
+        if z.ndim == 2:  # packed tokens with no batch axis (e.g. Qwen2-VL's vision patches)
+            packed = self._segments("tokens", z.shape[0])
+            if packed is not None:
+                flat = z.float()
+                return packed.last(flat) if self._pooling == "last" else packed.mean(flat)
             z = z.unsqueeze(0)
+        pooled = self._pool_rows(z)
+        # several rows per stimulus (image crops): one vector per stimulus
+        crops = self._segments("rows", pooled.shape[0])
+        return crops.mean(pooled) if crops is not None else pooled
+
+    def _segments(self, kind: str, total: int) -> Segments | None:
+        return next(
+            (m for m in self._masks if isinstance(m, Segments) and m.kind == kind and
+             m.total == total),
+            None,
+        )
+
+    def _pool_rows(self, z: torch.Tensor) -> torch.Tensor:
         if z.ndim == 4:  # a CNN stage, channels-last: positions H x W are the tokens
             z = z.flatten(1, 2)
-        mask = next((m for m in self._masks if m.shape == z.shape[:2]), None)
+        mask = next(
+            (m for m in self._masks if isinstance(m, torch.Tensor) and m.shape == z.shape[:2]),
+            None,
+        )
         if mask is None:
             mask = torch.ones(z.shape[:2], dtype=torch.bool, device=z.device)
         mask = mask.to(z.device)
@@ -272,8 +336,15 @@ class TopoModel(nn.Module):
         fwd = self.backbone
         if modality == "text" and hasattr(fwd, "get_text_features"):
             return fwd.get_text_features(**select_inputs(inputs, ("input_ids", "attention_mask")))
+        if modality == "text" and getattr(fwd, "main_input_name", "") == "pixel_values":
+            # an image-first VLM (BLIP-2) needs pixels in its forward: text runs its LM alone
+            language_model = getattr(fwd, "language_model", None)
+            if language_model is not None:
+                return language_model(**inputs)
         if modality == "image" and hasattr(fwd, "get_image_features"):
-            return fwd.get_image_features(**select_inputs(inputs, ("pixel_values",)))
+            return fwd.get_image_features(**select_inputs(inputs, IMAGE_FEATURE_INPUTS))
+        if modality == "audio" and hasattr(fwd, "get_audio_features"):
+            return fwd.get_audio_features(**select_inputs(inputs, AUDIO_FEATURE_INPUTS))
         return fwd(**inputs)
 
     def record(
@@ -295,6 +366,7 @@ class TopoModel(nn.Module):
         batch = next(iter(records.values())).shape[0] if records else 0
         if not records:
             raise TopoInputError(f"no recorded area ran for {modality} input")
+        _check_widths(self.blocks, records)
         parts = [
             records[k] if k in records else torch.zeros(batch, b.n_units, device=self.device)
             for k, b in enumerate(self.blocks)
@@ -322,6 +394,17 @@ class TopoModel(nn.Module):
             a.set_weight(w)
 
 
+def _check_widths(blocks: list[Block], records: dict[int, torch.Tensor]) -> None:
+    """One line naming the area whose recorded width is not the sheet's (never a matmul error)."""
+    for k, rec in records.items():
+        if rec.shape[-1] != blocks[k].n_units:
+            raise TopoInputError(
+                f"area {blocks[k].name} gave {rec.shape[-1]} units per token, but the sheet "
+                f"gives it {blocks[k].n_units}: this block's width was misread (pass --areas "
+                "to record other blocks, and report the model family)"
+            )
+
+
 def build_topo_model(
     base: str | Path,
     layout: str = "stacked",
@@ -337,10 +420,18 @@ def build_topo_model(
     sheet: Sheet | None = None,
     sheet_source: str | Path | None = None,
     allow_pickle: bool = False,
+    random_init: int | None = None,
 ) -> TopoModel:
-    """Load a base model and give it a sheet (new, or a saved one to validate)."""
+    """Load a base model and give it a sheet (new, or a saved one to validate).
+
+    ``random_init``: re-initialise the backbone's weights with this seed (the untrained control
+    of issue 16, see :func:`~topocli.models.backbones.randomly_initialise`); the seed is part of
+    the model's identity, so its caches and results never pass for the trained model's.
+    """
     path = resolve_base(base)
     backbone, processors, fmt = load_backbone(path, dtype, trust_remote_code, allow_pickle)
+    if random_init is not None:
+        randomly_initialise(backbone, random_init)
     recordable = recordable_module(backbone)
     blocks = select_blocks(discover_blocks(recordable), areas)
     specs = [AreaSpec(b.name, b.n_units, b.stream) for b in blocks]
@@ -361,6 +452,8 @@ def build_topo_model(
         "trust_remote_code": trust_remote_code,
         "weights_format": fmt,
     }
+    if random_init is not None:
+        source["random_init"] = int(random_init)
     wrapper_model = backbone if recordable is backbone else EncoderOnly(backbone, recordable)
     return TopoModel(
         wrapper_model, blocks, sheet, mode, adaptor_noise, seed, processors, source, sheet_source

@@ -29,7 +29,7 @@ from topocli.reporting.results import (
 )
 
 # what identifies a model across folders: its weights, how it is recorded, its sheet, its adaptors
-IDENTITY_KEYS = ("weights_sha256", "mode", "areas", "sheet", "adaptor_sha256")
+IDENTITY_KEYS = ("weights_sha256", "mode", "areas", "sheet", "adaptor_sha256", "random_init")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # names older screen folders used for the maps every command now writes as tmap/qmap.nii.gz
 LEGACY_MAP_NAMES = {"tmap.nii.gz": "tmaps.nii.gz", "qmap.nii.gz": "qmaps.nii.gz"}

@@ -467,11 +467,11 @@ def parse_contrast(expr: str, known_conditions: Iterable[str]) -> dict[str, floa
         "0.5*false_belief+0.5*false_photo-nonwords"   -> weights as written
         "faces > objects + places"                    -> {faces: 1, objects: -0.5, places: -0.5}
 
-    Terms are ``[+|-] [number [*]] name [* number]``. With ``>``, the expression is ``left - (right)``
-    with each side scaled to a total weight of 1 (a side without numbers is averaged), so the
-    weights always sum to zero: ``"2*a + b > c"`` is ``{a: 2/3, b: 1/3, c: -1}``. Condition
-    names are matched against
-    ``known_conditions`` longest first (so names may contain '-' or digits); repeated names add
+    Terms are ``[+|-] [number [*]] name [* number]``. With ``>``, the expression is
+    ``left - (right)`` with each side scaled to a total weight of 1 (a side without numbers is
+    averaged), so the weights always sum to zero: ``"2*a + b > c"`` is
+    ``{a: 2/3, b: 1/3, c: -1}``. Condition names are matched against ``known_conditions``
+    longest first (so names may contain '-' or digits); repeated names add
     up; names whose weights cancel are dropped.
 
     Raises

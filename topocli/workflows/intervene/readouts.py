@@ -55,6 +55,10 @@ def check_readouts(model: Any, readouts: Sequence[str], modality: str, n_conditi
 
 
 def _repeat(value: Any, times: int) -> Any:
+    from topocli.models.topo_model import Segments
+
+    if isinstance(value, Segments) and times > 1:  # packed tokens / split crops of VLMs
+        return Segments(value.counts.repeat(times), value.kind)
     if isinstance(value, torch.Tensor) and value.ndim >= 1 and times > 1:
         return value.repeat(times, *([1] * (value.ndim - 1)))
     return value

@@ -148,7 +148,10 @@ def check_modality(model: Any, stim_set: StimulusSet, hint: str = "") -> None:
         return
     modality = stim_set.modality
     if modality not in mods:
+        from topocli.models.registry import model_hint
+
         have = ", ".join(sorted(mods)) or "nothing"
         raise TopoInputError(
-            f"{modality} categories, but this model takes {have}{hint}", stim_set.root
+            f"{modality} categories, but this model takes {have}{hint or model_hint(modality)}",
+            stim_set.root,
         )
