@@ -127,3 +127,22 @@ def test_a_p_or_q_map_is_never_smoothed(chain, tmp_path, capsys):
     _run(["smooth", "--from", loc / "tmap.nii.gz", "--fwhm-mm", "2", "-q", "--out", out], capsys)
     extra = read_manifest(out)["extra"]
     assert extra["display_only"] is True and extra["smoothed"] == {"tmap.nii.gz": ["alpha-beta"]}
+
+
+def test_random_init_is_a_seeded_untrained_control_from_the_command_line(chain, tmp_path, capsys):
+    model, _ = chain
+    stimuli = _three_conditions(tmp_path / "stimuli")
+    outs = {}
+    for name, extra in {"real": [], "r3": ["--random-init", "3"], "r3b": ["--random-init", "3"],
+                        "r4": ["--random-init", "4"]}.items():
+        outs[name] = tmp_path / name
+        _run(["localize", "--model", model, "--stimuli", stimuli, "-c", "alpha-beta", *extra,
+              "--permutations", "0", "-q", "--out", outs[name]], capsys)
+    t = {k: pd.read_csv(v / "units.csv")["t"].to_numpy() for k, v in outs.items()}
+    np.testing.assert_array_equal(t["r3"], t["r3b"])  # the seed fixes the weights
+    assert not np.allclose(t["r3"], t["r4"], equal_nan=True)
+    assert not np.allclose(t["r3"], t["real"], equal_nan=True)
+    ident = read_manifest(outs["r3"])["extra"]["model"]
+    assert ident["random_init"] == 3 and "random_init" not in read_manifest(outs["real"])["extra"][
+        "model"
+    ]
