@@ -263,7 +263,8 @@ def test_step_losses_match_the_reference_formula_and_skip_the_spatial_draw(
     expected = spatial_loss_reference(acts, pool, 8, torch.Generator().manual_seed(7))
     assert s_loss.item() == pytest.approx(expected, rel=1e-4, abs=1e-6)
     assert t_loss.item() == pytest.approx(t_plain.item(), rel=1e-6, abs=1e-9)
-    assert t_loss.requires_grad and s_loss.requires_grad
+    # adaptor mode passes X on: the task loss does not depend on W, only the spatial loss does
+    assert s_loss.requires_grad and not t_loss.requires_grad
 
 
 def test_step_losses_task_loss_is_zero_for_identity_adaptors(tiny_model_dir, stimulus_dirs):
@@ -319,7 +320,12 @@ def test_a_training_step_inverts_each_adaptor_once(
     monkeypatch.setattr(topo_model, "_pseudo_inverse", counting)
     model = build_topo_model(tiny_model_dir("bert"), adaptor_noise=1e-2)
     stim = load_stimulus_set(stimulus_dirs["text"])
+    # the step topo takes passes X on (X W W^+ = X): no inverse at all
     train(model, stim, tmp_path / "c", _config(steps=2, save_every=2, grad_accum=2))
+    assert calls == []
+    # the literal X W W^+ path: one inverse per adaptor per micro-batch
+    with model.exact():
+        train(model, stim, tmp_path / "d", _config(steps=2, save_every=2, grad_accum=2))
     assert len(calls) == 2 * 2 * len(model.adaptors)
     assert sorted(set(calls)) == sorted({tuple(a.weight.shape) for a in model.adaptors})
 
@@ -340,9 +346,20 @@ def test_the_adaptor_gradient_reaches_w_only_through_the_recorded_z(
     params = trainable_setup(model)
     batch = _tiny_batch(model, stim, 6)
     pool = build_neighbourhood_pool(model.sheet, 3.0)
-    t_loss, s_loss = step_losses(model, batch, pool, 8, torch.Generator().manual_seed(5))
-    (t_loss + 5.0 * s_loss).backward()
+    with model.exact():  # the full X W W^+ path, through the whole backbone
+        t_loss, s_loss = step_losses(model, batch, pool, 8, torch.Generator().manual_seed(5))
+        (t_loss + 5.0 * s_loss).backward()
     full = [p.grad.detach().clone() for p in params]
+    # the training step topo takes (X passed on) gives the same gradient
+    for p in params:
+        p.grad = None
+    t_fast, s_fast = step_losses(model, batch, pool, 8, torch.Generator().manual_seed(5))
+    (t_fast + 5.0 * s_fast).backward()
+    for g, p in zip(full, params):
+        np.testing.assert_allclose(
+            p.grad.numpy(), g.numpy(), rtol=1e-3, atol=1e-4 * float(g.abs().max())
+        )
+    assert abs(float(t_fast)) < 1e-6 and float(s_fast) == pytest.approx(float(s_loss), rel=1e-5)
     with torch.no_grad():
         _, pooled_x = base.record(batch.inputs, batch.modality, "mean", batch.masks)
     ws = [a.weight.detach().clone().requires_grad_(True) for a in model.adaptors]
@@ -353,3 +370,16 @@ def test_the_adaptor_gradient_reaches_w_only_through_the_recorded_z(
     assert scale > 0
     for g, w in zip(full, ws):
         np.testing.assert_allclose(g.numpy(), w.grad.numpy(), rtol=1e-3, atol=1e-4 * scale)
+
+
+def test_alpha_zero_in_adaptor_mode_is_refused_in_one_line(tmp_path, capsys):
+    from topocli.cli import main
+
+    corpus = tmp_path / "text"
+    corpus.mkdir()
+    (corpus / "lines.txt").write_text("\n".join(f"line {i}" for i in range(40)) + "\n")
+    argv = ["train", "--data", str(corpus), "--alpha", "0", "--out", str(tmp_path / "ckpt")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--alpha 0 in adaptor mode trains nothing" in err and err.count("\n") == 1
+    assert not (tmp_path / "ckpt").exists()

@@ -541,7 +541,8 @@ def train(
                         model, batch, pool, config.neighbourhoods, generator, world
                     )
                     loss = (t_loss + config.alpha * s_loss) / config.grad_accum
-                    loss.backward()
+                    if loss.requires_grad:  # adaptor mode at alpha 0: nothing depends on W
+                        loss.backward()
                     task_sum += t_loss.item() / config.grad_accum
                     spatial_sum += s_loss.item() / config.grad_accum
                 if not (math.isfinite(task_sum) and math.isfinite(spatial_sum)):

@@ -230,6 +230,11 @@ def run_train(
     out = Path(ctx.out)
     config.validate()
     check_model_options(layout, mm_per_unit, width, mode, adaptor_noise, permute_seed)
+    if mode == "adaptor" and float(config.alpha) == 0.0:
+        raise TopoInputError(
+            "--alpha 0 in adaptor mode trains nothing: the student's output X W W^-1 = X does not "
+            "depend on W, so only the spatial loss moves it; use --alpha > 0 or --mode direct"
+        )
     meta = check_out(out, ctx.overwrite, resume)
     rank = int(os.environ.get("RANK", "0"))
     allow_outside = getattr(ctx, "allow_outside", False)
