@@ -383,6 +383,11 @@ def _train_and_report(
     with progress as p:
         result = train(model, train_set, out, config, resume=resume, progress=p)
     if result.interrupted:
+        if rank == 0:  # the before-curve is already measured: keep it for the resumed run
+            from topocli.reporting.results import atomic_write_text
+
+            for name, c in curves.items():
+                atomic_write_text(out / f"corr_vs_distance_{name}.csv", c.to_csv(index=False))
         raise TrainingInterrupted(
             interrupted_message(
                 result.steps_done, config.steps, result.saved_step, result.signum, out
