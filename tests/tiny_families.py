@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from tiny_models import whisper_config
 
 H = 32
 VOCAB = 30522
@@ -221,25 +222,7 @@ def _audio(tf) -> dict[str, Callable]:
         "wav2vec2": lambda: tf.Wav2Vec2Model(tf.Wav2Vec2Config(**_W2V)),
         "hubert": lambda: tf.HubertModel(tf.HubertConfig(**_W2V)),
         "wavlm": lambda: tf.WavLMModel(tf.WavLMConfig(**_W2V, num_buckets=32)),
-        "whisper": lambda: tf.WhisperForConditionalGeneration(
-            tf.WhisperConfig(
-                vocab_size=64,
-                d_model=H,
-                encoder_layers=LAYERS,
-                decoder_layers=1,
-                encoder_attention_heads=2,
-                decoder_attention_heads=2,
-                encoder_ffn_dim=64,
-                decoder_ffn_dim=64,
-                num_mel_bins=80,
-                max_source_positions=50,
-                max_target_positions=16,
-                pad_token_id=0,
-                bos_token_id=1,
-                eos_token_id=2,
-                decoder_start_token_id=1,
-            )
-        ),
+        "whisper": lambda: tf.WhisperForConditionalGeneration(whisper_config(H, LAYERS)),
         "ast": lambda: tf.ASTModel(
             tf.ASTConfig(
                 hidden_size=H,

@@ -119,24 +119,7 @@ def build(family: str, folder: Path, seed: int = 0) -> Path:
         model = tf.Wav2Vec2Model(cfg)
         procs = [tf.Wav2Vec2FeatureExtractor(sampling_rate=16000, return_attention_mask=True)]
     elif family == "whisper":
-        cfg = tf.WhisperConfig(
-            vocab_size=64,
-            d_model=HIDDEN,
-            encoder_layers=2,
-            decoder_layers=1,
-            encoder_attention_heads=2,
-            decoder_attention_heads=2,
-            encoder_ffn_dim=64,
-            decoder_ffn_dim=64,
-            num_mel_bins=80,
-            max_source_positions=50,
-            max_target_positions=16,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-            decoder_start_token_id=1,
-        )
-        model = tf.WhisperModel(cfg)
+        model = tf.WhisperModel(whisper_config())
         procs = [tf.WhisperFeatureExtractor(feature_size=80, chunk_length=1)]
     else:
         raise ValueError(family)
@@ -184,3 +167,26 @@ def write_audio_set(root: Path, n: int = 4) -> Path:
             wave = 0.1 * rng.standard_normal(int(length * rate / 16000)).astype(np.float32)
             sf.write(root / cond / f"clip{i}.wav", wave, rate)
     return root
+
+
+def whisper_config(hidden: int = HIDDEN, layers: int = 2):
+    """A tiny Whisper (80 mel bins, 50 encoder frames) for tests."""
+    import transformers as tf
+
+    return tf.WhisperConfig(
+        vocab_size=64,
+        d_model=hidden,
+        encoder_layers=layers,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        num_mel_bins=80,
+        max_source_positions=50,
+        max_target_positions=16,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
