@@ -170,19 +170,9 @@ def cluster_members(source: SourceResults, contrast: str, cluster: int) -> tuple
 
 def model_spec_from_manifest(manifest: dict) -> str | None:
     """What ``--model`` the results folder was made with (for reloading it)."""
-    from topocli.models.backbones import EMBEDDED_BASE
-    from topocli.models.registry import CONTROL_MODEL, DEFAULT_MODEL
+    from topocli.models.registry import model_spec_of
 
-    ident = (manifest.get("extra") or {}).get("model") or {}
-    if ident.get("name") in (DEFAULT_MODEL, CONTROL_MODEL):
-        return ident["name"]
-    if ident.get("checkpoint"):
-        return ident["checkpoint"]
-    spec = (manifest.get("parameters") or {}).get("model")
-    if spec:
-        return spec
-    base = ident.get("base_model")
-    return None if base == EMBEDDED_BASE else base
+    return model_spec_of((manifest.get("extra") or {}).get("model"), manifest.get("parameters"))
 
 
 def check_identity(source: SourceResults, model: Any, given_spec: str | None) -> None:
