@@ -533,7 +533,6 @@ class ResultsFolder:
             self._release()
             self._remove_created_parents()
             raise
-        os.chmod(tmp, 0o777 & ~_umask())
         self.tmp = Path(tmp)
         return self
 
