@@ -654,40 +654,23 @@ def run_localize(
         model = ctx.load_model()
         if expected_identity is not None:
             _require_identity(model, expected_identity, smoothed_from)
+        # the trained model and its control are localized with the same options
+        run_options = dict(
+            across_areas=across_areas,
+            froi_areas=froi_areas,
+            seed=int(ctx.seed),
+            batch_size=int(ctx.batch_size),
+            use_cache=cache,
+            anova_conditions=anova,
+            pooling=pooling,
+            absolute=absolute,
+            **opts,
+        )
         with ctx.progress() as progress:
-            result = localize(
-                model,
-                stim_set,
-                contrasts,
-                across_areas=across_areas,
-                froi_areas=froi_areas,
-                seed=int(ctx.seed),
-                batch_size=int(ctx.batch_size),
-                use_cache=cache,
-                progress=progress,
-                anova_conditions=anova,
-                pooling=pooling,
-                absolute=absolute,
-                **opts,
-            )
+            result = localize(model, stim_set, contrasts, progress=progress, **run_options)
             if control is None:
                 control = ctx.model_spec in (None, "", "minilm")
-            twin = control_run(
-                model,
-                stim_set,
-                contrasts,
-                control,
-                progress,
-                across_areas=across_areas,
-                froi_areas=froi_areas,
-                seed=int(ctx.seed),
-                batch_size=int(ctx.batch_size),
-                use_cache=cache,
-                anova_conditions=anova,
-                pooling=pooling,
-                absolute=absolute,
-                **opts,
-            )
+            twin = control_run(model, stim_set, contrasts, control, progress, **run_options)
         if twin is not None:
             result.control, result.control_model = twin, twin.control_model
             result.control_comparison = control_comparison(result, twin)
