@@ -1,5 +1,7 @@
 """Training: the spatial loss falls, only trainable weights move, resume is exact, DDP agrees."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -383,3 +385,23 @@ def test_alpha_zero_in_adaptor_mode_is_refused_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--alpha 0 in adaptor mode trains nothing" in err and err.count("\n") == 1
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_an_adaptor_step_runs_one_forward_and_a_direct_step_two(tiny_model_dir, stimulus_dirs):
+    """On the fast path the student's output is the teacher's, so the teacher pass is skipped
+    (task loss exactly 0); direct mode, or the literal X W W^+ path, still runs it."""
+    from topocli.training.loop import step_losses
+
+    stim = load_stimulus_set(stimulus_dirs["text"])
+    for mode, exact, passes in (("adaptor", False, 1), ("adaptor", True, 2), ("direct", False, 2)):
+        model = build_topo_model(tiny_model_dir("bert"), mode=mode, adaptor_noise=5e-2)
+        model.train(False)
+        calls: list[int] = []
+        model.backbone.register_forward_hook(lambda *_, seen=calls: seen.append(1))
+        batch = _tiny_batch(model, stim, 6)
+        pool = build_neighbourhood_pool(model.sheet, 3.0)
+        with model.exact() if exact else contextlib.nullcontext():
+            t_loss, _ = step_losses(model, batch, pool, 8, torch.Generator().manual_seed(5))
+        assert len(calls) == passes, (mode, exact)
+        if passes == 1:
+            assert float(t_loss) == 0.0

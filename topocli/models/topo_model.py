@@ -310,6 +310,19 @@ class TopoModel(nn.Module):
         finally:
             self._bypass = previous
 
+    def output_is_the_backbones(self) -> bool:
+        """True when the forward output equals the bare backbone's by construction.
+
+        Adaptor mode on the fast path with no edits passes X on untouched (X W W^+ = X), so the
+        network's output cannot differ from the frozen teacher's: a training step needs no
+        teacher pass and its self-distillation loss is exactly 0.
+        """
+        return (
+            self.mode == "adaptor"
+            and self.fast_path
+            and not any(h.edits for h in self.hook_points.values())
+        )
+
     @contextmanager
     def exact(self):
         """Compute ``X_hat = Z W^+`` literally (no pass-through), e.g. to measure fidelity."""

@@ -449,7 +449,8 @@ def step_losses(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The task and spatial losses of one (micro-)batch: the forward half of a training step.
 
-    The frozen teacher (every hook point bypassed) runs without gradients, the student records
+    The frozen teacher (every hook point bypassed) runs without gradients (not at all when the
+    output is the backbone's by construction: adaptor mode, fast path), the student records
     its pooled sheet activations, and the spatial loss sees the activations of the whole global
     batch (all-gathered across ``world`` processes).
 
@@ -474,10 +475,16 @@ def step_losses(
     spatial : torch.Tensor or None
         Scalar spatial loss, None when ``spatial`` is False.
     """
-    with torch.no_grad(), model.bypass():
-        teacher = model.forward(batch.inputs, batch.modality)
-    student, acts = model.record(batch.inputs, batch.modality, "mean", batch.masks)
-    t_loss = task_loss(student, teacher, batch.masks)
+    if model.output_is_the_backbones():
+        # the student's output is the teacher's by construction: the teacher pass (half of
+        # the step) would only confirm a task loss of exactly 0
+        _, acts = model.record(batch.inputs, batch.modality, "mean", batch.masks)
+        t_loss = acts.new_zeros(())
+    else:
+        with torch.no_grad(), model.bypass():
+            teacher = model.forward(batch.inputs, batch.modality)
+        student, acts = model.record(batch.inputs, batch.modality, "mean", batch.masks)
+        t_loss = task_loss(student, teacher, batch.masks)
     if not spatial:
         return t_loss, None
     return t_loss, spatial_loss(_gather_rows(acts, world), pool, n_neighbourhoods, generator)
