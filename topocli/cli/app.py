@@ -311,7 +311,8 @@ def localize(
         typer.Option(
             "--control/--no-control",
             help="Also localize the model's identity-adaptor control and test trained vs "
-            "control on the unsmoothed maps. Default: on for the shipped minilm, off otherwise.",
+            "control on the unsmoothed maps. Default: on for a shipped topographic model, off "
+            "otherwise.",
             show_default=False,
         ),
     ] = None,
@@ -403,7 +404,7 @@ def screen(
         typer.Option(
             "--control/--no-control",
             help="Also screen the model's identity-adaptor control and test trained vs control "
-            "per category on the unsmoothed maps. Default: on for the shipped minilm.",
+            "per category on the unsmoothed maps. Default: on for a shipped topographic model.",
             show_default=False,
         ),
     ] = None,

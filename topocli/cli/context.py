@@ -48,12 +48,20 @@ class Context:
         self.allow_outside = allow_outside
         self.random_init = random_init
 
-    def load_model(self, **build_options):
-        """Seed everything, resolve ``--model`` offline and move it to ``--device``."""
+    def load_model(self, modality: str | None = None, **build_options):
+        """Seed everything, resolve ``--model`` offline and move it to ``--device``.
+
+        With no ``--model``, the shipped default of the stimuli's ``modality``
+        (:func:`topocli.models.registry.default_model`); ``model_spec`` then names it, so that
+        the results folder records the model that ran.
+        """
         import torch
 
         from topocli.models.devices import resolve_device, resolve_dtype, seed_everything
-        from topocli.models.registry import resolve_model
+        from topocli.models.registry import default_model, resolve_model
+
+        if self.model_spec in (None, ""):
+            self.model_spec = default_model(modality)
 
         seed_everything(self.seed)
         device = resolve_device(self.device_name)

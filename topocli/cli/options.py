@@ -24,8 +24,11 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Checkpoint folder, Hugging Face model folder, hub id from the local cache, "
-        "'minilm' (the shipped topographic default) or 'minilm-control' (identity adaptors).",
+        help="A shipped topographic model (minilm, smollm2-topo, efficientnet-lite0-topo, "
+        "whisper-tiny-topo; NAME-control is its identity-adaptor control, minilm-control for "
+        "minilm), a packaged backbone (`topo models`), a checkpoint or Hugging Face model "
+        "folder, or a hub id from the local cache. Default: the shipped model of the stimuli's "
+        "modality (text: minilm, images: efficientnet-lite0-topo, audio: whisper-tiny-topo).",
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]

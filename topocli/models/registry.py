@@ -1,12 +1,18 @@
-"""What ``--model`` accepts: the packaged defaults, checkpoints, model folders, cached hub ids.
+"""What ``--model`` accepts: the shipped checkpoints, checkpoints, model folders, cached hub ids.
 
-:func:`resolve_model` turns the option into a :class:`~topocli.models.topo_model.TopoModel`: the
-embedded default (``minilm``: the trained topographic MiniLM shipped in the package),
-``minilm-control`` (the same backbone with identity adaptors: the non-topographic control), a
-checkpoint folder, a Hugging Face model folder, or a hub id found in the local cache; or a
-packaged real backbone (:data:`topocli.models.packaged.PACKAGED`: ``smollm2``, ``whisper-base``,
-``whisper-tiny``, ``efficientnet-lite0``), converted once into the model cache and loaded in
-direct mode like a model folder.
+:func:`resolve_model` turns the option into a :class:`~topocli.models.topo_model.TopoModel`:
+
+- a shipped topographic checkpoint (:data:`SHIPPED`: ``minilm``, ``smollm2-topo``,
+  ``efficientnet-lite0-topo``, ``whisper-tiny-topo``; trained adaptors in the package, the base
+  weights from their pip package) or its non-topographic control ``NAME-control`` (the same base,
+  areas and sheet with identity adaptors; ``minilm-control`` for ``minilm``);
+- a packaged real backbone (:data:`topocli.models.packaged.PACKAGED`: ``smollm2``,
+  ``whisper-base``, ``whisper-tiny``, ``efficientnet-lite0``), converted once into the model cache
+  and loaded in direct mode like a model folder;
+- a checkpoint folder, a Hugging Face model folder, or a hub id found in the local cache.
+
+With no ``--model``, :func:`default_model` picks the shipped default of the stimuli's modality
+(:data:`DEFAULT_BY_MODALITY`).
 """
 
 from __future__ import annotations
@@ -17,22 +23,99 @@ import torch
 
 from topocli.errors import TopoInputError
 from topocli.models.backbones import EMBEDDED_BASE, check_random_init, embedded_base_path
-from topocli.models.checkpoint import is_checkpoint, load_checkpoint, untrained_copy
+from topocli.models.checkpoint import (
+    identity_control,
+    is_checkpoint,
+    load_checkpoint,
+    untrained_copy,
+)
 from topocli.models.packaged import PACKAGED, ensure_converted
 from topocli.models.topo_model import TopoModel, build_topo_model
 
-DEFAULT_MODEL = "minilm"
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+
+# name -> folder under topocli/data: the trained topographic checkpoints the package ships
+SHIPPED = {
+    "minilm": "minilm-topo",
+    "smollm2-topo": "smollm2-topo",
+    "efficientnet-lite0-topo": "efficientnet-lite0-topo",
+    "whisper-tiny-topo": "whisper-tiny-topo",
+}
+
+# the packaged backbone each shipped checkpoint adapts (minilm's is embedded in its package)
+SHIPPED_BASE = {
+    "smollm2-topo": "smollm2",
+    "efficientnet-lite0-topo": "efficientnet-lite0",
+    "whisper-tiny-topo": "whisper-tiny",
+}
+
+# the light text default stays MiniLM (docs/findings.md: the README's main job is ~6x slower
+# on SmolLM2); smollm2-topo is the language model for next-token read-outs
+DEFAULT_BY_MODALITY = {
+    "text": "minilm",
+    "image": "efficientnet-lite0-topo",
+    "audio": "whisper-tiny-topo",
+}
+
+DEFAULT_MODEL = DEFAULT_BY_MODALITY["text"]
 
 
 CONTROL_MODEL = "minilm-control"
 
 
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "data" / "minilm-topo"
+SHIPPED_DIR = DATA_DIR / SHIPPED[DEFAULT_MODEL]
+
+
+def control_name(name: str) -> str:
+    """The ``--model`` name of a shipped checkpoint's identity-adaptor control."""
+    return CONTROL_MODEL if name == DEFAULT_MODEL else f"{name}-control"
+
+
+_CONTROL_OF = {control_name(name): name for name in SHIPPED}
+
+
+def shipped_dir(name: str) -> Path:
+    """The folder of a shipped checkpoint (``minilm``'s follows :data:`SHIPPED_DIR`)."""
+    return SHIPPED_DIR if name == DEFAULT_MODEL else DATA_DIR / SHIPPED[name]
+
+
+def is_shipped(spec: str | None) -> bool:
+    """True for the name of a shipped topographic checkpoint (not its control)."""
+    return spec in SHIPPED
+
+
+def default_model(modality: str | None) -> str:
+    """The shipped default for stimuli of ``modality`` (text when unknown)."""
+    return DEFAULT_BY_MODALITY.get(str(modality), DEFAULT_MODEL)
 
 
 def model_names() -> list[str]:
     """Every name ``--model`` accepts (besides folders and hub ids)."""
-    return [DEFAULT_MODEL, CONTROL_MODEL, *PACKAGED]
+    names = []
+    for name in SHIPPED:
+        names += [name, control_name(name)]
+    return names + [n for n in PACKAGED if n not in names]
+
+
+def _missing(name: str) -> TopoInputError:
+    # never a silent stand-in: the control is not the trained model
+    return TopoInputError(
+        f"the shipped topographic checkpoint {name!r} is missing from this install "
+        f"({shipped_dir(name)}); reinstall topo, or pass --model {control_name(name)} for the "
+        "non-topographic control"
+        if name == DEFAULT_MODEL
+        else f"the shipped topographic checkpoint {name!r} is missing from this install "
+        f"({shipped_dir(name)}); reinstall topo"
+    )
+
+
+def _load_shipped(name: str, dtype: torch.dtype) -> TopoModel:
+    folder = shipped_dir(name)
+    if not is_checkpoint(folder):
+        raise _missing(name)
+    model = load_checkpoint(folder, dtype)
+    model.source["name"] = name
+    return model
 
 
 def resolve_model(
@@ -49,33 +132,29 @@ def resolve_model(
     :func:`topocli.models.backbones.weights_format`); checkpoints record safetensors only.
     ``random_init`` (``--random-init SEED``): the same architecture, areas and sheet with every
     weight untrained: the backbone re-initialised with the seed and, for a trained checkpoint
-    (``minilm`` included), identity adaptors in place of the trained ones.
+    (the shipped ones included), identity adaptors in place of the trained ones.
     """
     spec = DEFAULT_MODEL if spec in (None, "") else str(spec)
     if random_init is not None:
         check_random_init(random_init)
         build_options["random_init"] = random_init
-        checkpoint = SHIPPED_DIR if spec == DEFAULT_MODEL else spec
+        checkpoint = shipped_dir(spec) if spec in SHIPPED else spec
         if spec not in PACKAGED and spec != CONTROL_MODEL and is_checkpoint(checkpoint):
             model = untrained_copy(checkpoint, random_init, dtype, trust_remote_code, allow_pickle)
             model.source["name"] = f"{Path(spec).name}-random-init-{random_init}"
             return model
-    if spec == DEFAULT_MODEL:
-        if is_checkpoint(SHIPPED_DIR):
-            model = load_checkpoint(SHIPPED_DIR, dtype)
-            model.source["name"] = DEFAULT_MODEL
-            return model
-        # never a silent stand-in: the control is not the trained default
-        raise TopoInputError(
-            f"the shipped topographic default is missing from this install ({SHIPPED_DIR}); "
-            "reinstall topo, or pass --model minilm-control for the non-topographic control"
-        )
+    if spec in SHIPPED and not Path(spec).exists():
+        return _load_shipped(spec, dtype)
     if spec == CONTROL_MODEL:
         options = {"mode": "adaptor", "adaptor_noise": 0.0, **build_options}
         model = build_topo_model(embedded_base_path(), dtype=dtype, **options)
         model.source["base_model"] = EMBEDDED_BASE
         model.source["name"] = CONTROL_MODEL
         return model
+    if spec in _CONTROL_OF and not Path(spec).exists():
+        control = identity_control(_load_shipped(_CONTROL_OF[spec], dtype))
+        control.source["name"] = spec
+        return control
     if spec in PACKAGED and not Path(spec).exists():
         folder = ensure_converted(spec)
         options = {"mode": "direct", **build_options}
@@ -114,7 +193,7 @@ def model_spec_of(identity: dict | None, parameters: dict | None = None) -> str 
         A shipped name, a checkpoint folder or a base model; None for the shipped default.
     """
     ident = dict(identity or {})
-    if ident.get("name") in (DEFAULT_MODEL, CONTROL_MODEL):
+    if ident.get("name") in SHIPPED or ident.get("name") in _CONTROL_OF:
         return str(ident["name"])
     if ident.get("checkpoint"):
         return str(ident["checkpoint"])
@@ -130,11 +209,18 @@ _BACKBONE_FOR = {"text": "smollm2", "image": "efficientnet-lite0", "audio": "whi
 
 
 def model_hint(modality: str) -> str:
-    """'; pass --model NAME ...' naming a packaged backbone that takes ``modality``."""
+    """'; pass --model NAME ...' naming a model that takes ``modality``: the shipped
+    topographic default when this install has it, else a packaged backbone."""
+    shipped = DEFAULT_BY_MODALITY.get(modality)
+    if shipped is not None and is_checkpoint(shipped_dir(shipped)):
+        return (
+            f"; pass --model {shipped} (the shipped topographic {modality} model; "
+            f"{control_name(shipped)} is its control)"
+        )
     name = _BACKBONE_FOR.get(modality)
     if name is None:
         return ""
     return (
         f"; pass --model {name} (a real {modality} backbone; `topo models` says how to install "
-        "it) or a checkpoint trained on it; no topographic checkpoint of it ships yet"
+        "it) or a checkpoint trained on it"
     )

@@ -144,19 +144,113 @@ class Segments:
         return x[ends.clamp_min(0)]
 
 
+@dataclass(frozen=True)
+class ColumnEdit:
+    """An edit that changes only a few units (columns of ``Z``) of each group of rows.
+
+    The batch axis is cut into ``columns.shape[0]`` equal consecutive groups (intervene stacks
+    one perturbation per group); group ``g`` changes at most the units ``columns[g]`` (distinct
+    within a group; padding with units the edit leaves unchanged is allowed). Calling the edit
+    applies it to the whole ``Z`` (the dense path); ``on_columns(z_s)`` applies it to
+    ``z_s[..., c] = Z[..., columns[g, c]]`` (rows of group ``g``), so that the hook can skip the
+    adaptor's two H x H products per token (see :func:`_edited_columns`).
+
+    Parameters
+    ----------
+    dense : callable
+        ``Z -> Z'`` on all units.
+    columns : Tensor, shape (G, s), int64
+        The units each group may change.
+    on_columns : callable
+        ``z_s -> z_s'`` with ``z_s`` of shape ``Z.shape[:-1] + (s,)``.
+    """
+
+    dense: Edit
+    columns: torch.Tensor
+    on_columns: Edit
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        return self.dense(z)
+
+
 @dataclass
 class HookPoint:
-    """The one place where an area's sheet activation ``Z`` is read or changed."""
+    """The one place where an area's sheet activation ``Z`` is read or changed.
+
+    ``column_edits``: a single :class:`ColumnEdit` is applied on its columns only (False: every
+    edit takes the dense path ``Z = X W``, edit, ``Z' W^+``; for tests and benchmarks).
+    """
 
     name: str
     area: int
     n_units: int
     edits: list[Edit] = field(default_factory=list)
+    column_edits: bool = True
 
     def add_edit(self, fn: Edit) -> Callable[[], None]:
         """Register ``fn(Z) -> Z``; returns a function that removes it."""
         self.edits.append(fn)
         return lambda: self.edits.remove(fn) if fn in self.edits else None
+
+
+def _column_edit(hook_point: HookPoint, width: int, identity: bool) -> ColumnEdit | None:
+    """The hook point's edit when it is one :class:`ColumnEdit` worth applying on its columns.
+
+    With an adaptor the column path costs ``2 H s`` multiply-adds per token against the dense
+    ``2 H^2``; above ``s = H / 2`` the gathers are not worth it. Without one (identity, direct)
+    it is a gather and a scatter, never more than the dense ``torch.where``.
+    """
+    edits = hook_point.edits
+    if not hook_point.column_edits or len(edits) != 1 or not isinstance(edits[0], ColumnEdit):
+        return None
+    edit = edits[0]
+    if edit.columns.ndim != 2 or not (identity or 2 * edit.columns.shape[1] <= width):
+        return None
+    return edit
+
+
+def _edited_columns(
+    x: torch.Tensor, edit: ColumnEdit, adaptor: Adaptor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(X_hat, Z'_S)`` for a column edit: ``X_hat = X + (Z'_S - Z_S) W^+_S``.
+
+    ``Z_S = X W[:, S]`` and ``W^+_S`` (rows ``S`` of ``W^+``, cached with ``W^+``) are per group
+    of rows; without an adaptor (``W = I``) ``X_hat`` is ``X`` with the columns ``S`` replaced
+    (a scatter: the same bits as the dense ``torch.where``).
+    """
+    shape = x.shape
+    groups, s = edit.columns.shape
+    if shape[0] % groups:
+        raise RuntimeError(
+            f"column edit for {groups} groups of rows got activations {tuple(shape)}"
+        )
+    xg = x.reshape(groups, -1, shape[-1])
+    idx = edit.columns.to(x.device)
+    wide = idx[:, None, :].expand(-1, xg.shape[1], -1)
+    if adaptor is None:
+        z_s = torch.gather(xg, 2, wide)
+    else:
+        w_s = adaptor.weight.to(x.dtype)[:, idx].permute(1, 0, 2)  # [G, H, s]
+        z_s = torch.bmm(xg, w_s)
+    new = edit.on_columns(z_s.reshape(*shape[:-1], s)).reshape(groups, -1, s)
+    if adaptor is None:
+        x_hat = xg.scatter(2, wide, new)
+    else:
+        x_hat = torch.baddbmm(xg, new - z_s, adaptor.pinv().to(x.dtype)[idx])  # [G, s, H]
+    return x_hat.reshape(shape), new.reshape(*shape[:-1], s)
+
+
+def _with_columns(pooled: torch.Tensor, pooled_cols: torch.Tensor, columns: torch.Tensor):
+    """``pooled[P, H]`` with the columns of each group replaced by ``pooled_cols[P, s]``.
+
+    Pooling is linear and acts per column, so pooling ``Z'`` equals pooling ``Z`` and then
+    writing the pooled edited columns in.
+    """
+    groups = columns.shape[0]
+    if pooled.shape[0] % groups:
+        raise RuntimeError(f"column edit for {groups} groups pooled {pooled.shape[0]} rows")
+    index = columns.to(pooled.device).repeat_interleave(pooled.shape[0] // groups, 0)
+    return pooled.scatter(1, index, pooled_cols.to(pooled.dtype))
 
 
 def _split_output(output):
@@ -255,6 +349,19 @@ class TopoModel(nn.Module):
                     pooled = self._pool(x)
                     self._records[k] = pooled if identity else pooled @ adaptor.weight.float()
                 return output
+            column_edit = _column_edit(hook_point, x.shape[-1], identity)
+            if column_edit is not None and (identity or self.fast_path):
+                # X_hat = X + (Z'_S - Z_S) W^+_S: only the edited columns S are projected
+                # (B x T x H x |S| twice instead of B x T x H x H twice); units outside S keep
+                # X W W^+ = X, as on the unedited fast path
+                x_hat, z_cols = _edited_columns(x, column_edit, None if identity else adaptor)
+                if self._recording:
+                    pooled = self._pool(x)
+                    pooled = pooled if identity else pooled @ adaptor.weight.float()
+                    self._records[k] = _with_columns(
+                        pooled, self._pool(z_cols), column_edit.columns
+                    )
+                return put(x_hat)
             z = x if identity else x @ adaptor.weight.to(x.dtype)
             for edit in hook_point.edits:
                 z = edit(z)

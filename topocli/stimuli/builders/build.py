@@ -53,7 +53,7 @@ from topocli.stimuli.builders.sources import (
     status,
 )
 
-BUILDER_VERSION = 2  # bump when a set's bytes change for the same sources
+BUILDER_VERSION = 3  # bump when a set's bytes change for the same sources (3: train split)
 CACHE_ENV = "TOPO_STIMULI_DIR"
 PROVENANCE = "PROVENANCE.csv"
 PROVENANCE_COLUMNS = [
@@ -84,8 +84,10 @@ class BuildResult:
     sources: dict[str, str] = field(default_factory=dict)
 
 
-def validate_options(per_condition: int, seed: int) -> None:
-    """Check the build options once, at the boundary."""
+def validate_options(per_condition: int | None, seed: int) -> None:
+    """Check the build options once, at the boundary (``None``: the set's default count)."""
+    if per_condition is None:
+        per_condition = 1
     if isinstance(per_condition, bool) or int(per_condition) < 1:
         raise TopoInputError(f"--per-condition must be an integer >= 1, got {per_condition!r}")
     if isinstance(seed, bool) or int(seed) < 0:
@@ -100,10 +102,16 @@ def source_statuses(definition: StimulusSetDef, root=None) -> dict[str, SourceSt
     return found
 
 
+def resolve_count(name: str, per_condition: int | None) -> int:
+    """The per-condition count of a build: the one given, else the set's default (48 for
+    localizer sets; the training sets' single condition holds a few hundred)."""
+    return get_set(name).default_per_condition if per_condition is None else int(per_condition)
+
+
 def build_set(
     name: str,
     out: str | Path,
-    per_condition: int = 48,
+    per_condition: int | None = None,
     seed: int = 0,
     *,
     overwrite: bool = False,
@@ -119,9 +127,9 @@ def build_set(
     out : str or Path
         The folder to write (must not exist, or be empty, or be an earlier build with
         ``overwrite``).
-    per_condition : int
-        Stimuli per condition; a condition whose sources give fewer gets what there is (a
-        warning, and the README says so).
+    per_condition : int, optional
+        Stimuli per condition (default: the set's ``default_per_condition``); a condition
+        whose sources give fewer gets what there is (a warning, and the README says so).
     seed : int
         Which originals are drawn and the random parts of scrambles and quilts.
     overwrite : bool
@@ -143,7 +151,7 @@ def build_set(
     """
     definition = get_set(name)
     validate_options(per_condition, seed)
-    n = int(per_condition)
+    n = resolve_count(name, per_condition)
     statuses = {} if definition.generator else source_statuses(definition, root)
     with ResultsFolder(out, overwrite=overwrite) as rf:
         if definition.generator is not None:
@@ -438,7 +446,7 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "topo" / "stimuli"
 
 
-def cache_key(name: str, per_condition: int, seed: int, root=None) -> str:
+def cache_key(name: str, per_condition: int | None, seed: int, root=None) -> str:
     """Hash of what determines a build's bytes: set, seed, count, builder and source versions."""
     definition = get_set(name)
     versions = {}
@@ -446,13 +454,14 @@ def cache_key(name: str, per_condition: int, seed: int, root=None) -> str:
         for st in source_statuses(definition, root).values():
             versions[st.source.package] = st.version if st.present else None
     versions["topo"] = _topo_version()
-    blob = json.dumps(
-        [name, int(per_condition), int(seed), BUILDER_VERSION, versions], sort_keys=True
-    )
+    n = resolve_count(name, per_condition)
+    blob = json.dumps([name, n, int(seed), BUILDER_VERSION, versions], sort_keys=True)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
-def cached_build(name: str, per_condition: int = 48, seed: int = 0, root=None) -> Path:
+def cached_build(
+    name: str, per_condition: int | None = None, seed: int = 0, root=None
+) -> Path:
     """A built set from the cache, building it there first when missing.
 
     Returns
@@ -461,12 +470,13 @@ def cached_build(name: str, per_condition: int = 48, seed: int = 0, root=None) -
         The set's folder (one sub-folder per condition).
     """
     validate_options(per_condition, seed)
-    key = cache_key(name, per_condition, seed, root)
-    folder = cache_root() / f"{name}-seed{int(seed)}-n{int(per_condition)}-{key}"
+    n = resolve_count(name, per_condition)
+    key = cache_key(name, n, seed, root)
+    folder = cache_root() / f"{name}-seed{int(seed)}-n{n}-{key}"
     if (folder / MANIFEST).is_file():
         return folder
     try:
-        build_set(name, folder, per_condition, seed, root=root)
+        build_set(name, folder, n, seed, root=root)
     except TopoInputError:
         # another process may have finished the same build meanwhile
         if (folder / MANIFEST).is_file():

@@ -50,16 +50,26 @@ def read_cutout(path: Path, grey: float = GREY) -> np.ndarray:
     TopoInputError
         A file Pillow cannot decode, or one with no opaque pixel.
     """
+    return composite(read_rgba(path), grey, path)
+
+
+def read_rgba(path: Path) -> np.ndarray:
+    """Read an image as float64 RGBA (0-255), alpha kept.
+
+    Raises
+    ------
+    TopoInputError
+        A file Pillow cannot decode.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
-                rgba = np.asarray(im.convert("RGBA"), dtype=np.float64)
+                return np.asarray(im.convert("RGBA"), dtype=np.float64)
     except (UnidentifiedImageError, Image.DecompressionBombError, *_DECODE_ERRORS) as exc:
         raise TopoInputError(f"cannot read image ({exc.__class__.__name__})", path) from None
-    return composite(rgba, grey, path)
 
 
 def composite(rgba: np.ndarray, grey: float = GREY, path: Path | None = None) -> np.ndarray:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from topocli.stimuli.builders import audio, images
+from topocli.stimuli.builders import audio, generated, images
+from topocli.stimuli.builders.partition import keeps
 from topocli.stimuli.builders.sources import SOURCES, Source, SourceStatus
 
 DEFAULT_PER_CONDITION = 48
@@ -119,6 +120,12 @@ class StimulusSetDef:
         A command that reads the built folder (``DIR`` stands for it), for the README.
     greyscale : bool
         Images as luminance only (fLoc's stimuli are greyscale): no colour cue is left.
+    split : str
+        ``"localizer"`` (draws no original reserved for training) or ``"train"`` (draws only
+        reserved originals and generated material); see
+        :mod:`~topocli.stimuli.builders.partition`.
+    default_per_condition : int
+        Stimuli per condition when a build names no count.
     """
 
     name: str
@@ -132,6 +139,8 @@ class StimulusSetDef:
     notes: tuple[str, ...] = field(default_factory=tuple)
     usage: str = ""
     greyscale: bool = False
+    split: str = "localizer"
+    default_per_condition: int = DEFAULT_PER_CONDITION
 
     @property
     def condition_names(self) -> list[str]:
@@ -220,7 +229,7 @@ def _emoji_pool(statuses, chars, tones: bool = False) -> list[Candidate]:
     ]
 
 
-def _stamps(statuses, folders, exclude=("cartoon", "toys")) -> list[Candidate]:
+def _stamp_files(statuses, folders, exclude=("cartoon", "toys"), split="localizer") -> list[Path]:
     st = statuses.get("tuxpaint")
     if st is None or not st.present:
         return []
@@ -235,8 +244,16 @@ def _stamps(statuses, folders, exclude=("cartoon", "toys")) -> list[Candidate]:
                 continue
             if folder == "town" and len(rel) > 1 and rel[1] in ("roadsigns", "flags"):
                 continue
-            out.append(Candidate("tuxpaint", str(path), _cutout(path), path))
+            if keeps(st, path, split):
+                out.append(path)
     return out
+
+
+def _stamps(statuses, folders, exclude=("cartoon", "toys"), split="localizer") -> list[Candidate]:
+    return [
+        Candidate("tuxpaint", str(path), _cutout(path), path)
+        for path in _stamp_files(statuses, folders, exclude, split)
+    ]
 
 
 def _landscape_photos(statuses) -> list[Candidate]:
@@ -246,7 +263,7 @@ def _landscape_photos(statuses) -> list[Candidate]:
     out = []
     for name in LANDSCAPE_PHOTOS:
         path = st.path / name
-        if path.is_file():
+        if path.is_file() and keeps(st, path, "localizer"):
             for pos in CROP_POSITIONS:
                 make = _photo_crop(path, pos, 0.7)
                 out.append(Candidate("mate", f"{path} (crop at {pos:g})", make, path))
@@ -345,7 +362,7 @@ def _quilts(statuses, folder: str, duration: float) -> list[Candidate]:
     ]
 
 
-def _asterisk(statuses, duration: float) -> list[Candidate]:
+def _asterisk(statuses, duration: float, split: str = "localizer") -> list[Candidate]:
     pools = []
     for lang in ("en", "fr", "es", "it", "ru"):
         st = statuses.get(f"asterisk-{lang}")
@@ -355,12 +372,15 @@ def _asterisk(statuses, duration: float) -> list[Candidate]:
             [
                 Candidate(f"asterisk-{lang}", str(p), _sound_file(p, duration), p)
                 for p in sorted(st.path.rglob("*.wav"))
+                if keeps(st, p, split)
             ]
         )
     return interleave(pools, None)
 
 
-def _tuxpaint_sounds(statuses, duration: float, spoken: bool) -> list[Candidate]:
+def _tuxpaint_sounds(
+    statuses, duration: float, spoken: bool, split: str = "localizer"
+) -> list[Candidate]:
     st = statuses.get("tuxpaint")
     if st is None or not st.present:
         return []
@@ -368,18 +388,23 @@ def _tuxpaint_sounds(statuses, duration: float, spoken: bool) -> list[Candidate]
     for p in sorted(st.path.rglob("*.ogg")):
         is_desc = "_desc" in p.stem
         top = p.relative_to(st.path).parts[0]
-        if spoken != is_desc or (not spoken and top in ("people", "symbols")):
+        # the voice localizer keeps people / symbols effects out of non_vocal (some are
+        # voices); training takes every reserved effect
+        held_out = split == "localizer" and top in ("people", "symbols")
+        if spoken != is_desc or (not spoken and held_out) or not keeps(st, p, split):
             continue
         out.append(Candidate("tuxpaint", str(p), _sound_file(p, duration), p))
     return out
 
 
-def _sonic_pi(statuses, duration: float) -> list[Candidate]:
-    st = statuses["sonic-pi"]
+def _sonic_pi(statuses, duration: float, split: str = "localizer") -> list[Candidate]:
+    st = statuses.get("sonic-pi")
+    if st is None or not st.present:
+        return []
     return [
         Candidate("sonic-pi", str(p), _sound_file(p, duration), p)
         for p in sorted(st.path.glob("*.flac"))
-        if not _NOT_NONVOCAL.search(p.stem)
+        if (split == "train" or not _NOT_NONVOCAL.search(p.stem)) and keeps(st, p, split)
     ]
 
 
@@ -392,9 +417,143 @@ def interleave(pools: list[list], rng: np.random.Generator | None) -> list:
     return out
 
 
+# ---------------------------------------------------------------------- training recipes
+_TRAIN_S = 2.0
+#: espeak-ng voices reading the training text: the voice localizer's eight and four more
+TRAIN_VOICES = (*VOICES, "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-us-nyc", "en-us+f2")
+#: candidates per generated kind: more than a default build draws, so the seed picks
+N_GENERATED = 200
+#: square crops of each reserved wallpaper: (position along the long side, scale)
+TRAIN_CROPS = tuple((p, s) for s in (0.45, 0.8) for p in (0.0, 0.25, 0.5, 0.75, 1.0))
+GENERATED_IMAGES = ("grating", "noise", "shapes")
+GENERATED_SOUNDS = ("noise_burst", "chirp", "tone_complex")
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def _stamp_on_ground(path: Path) -> Callable:
+    def make(rng):
+        img, how = generated.on_background(images.read_rgba(path), rng)
+        return images.match_luminance(img), [
+            "cut-out (alpha kept), scaled and placed " + how,
+            _IMG_STEPS[1],
+        ]
+
+    return make
+
+
+def _generated_image(kind: str) -> Callable:
+    def make(rng):
+        img, how = generated.BACKGROUNDS[kind](rng)
+        return images.match_luminance(img), [how, _IMG_STEPS[1]]
+
+    return make
+
+
+def _generated_sound(kind: str, duration: float) -> Callable:
+    def make(rng):
+        if kind == "tone_complex":
+            x, how = generated.tone_complex(rng, tonotopy_frequencies())
+        else:
+            x, how = getattr(generated, kind)(rng)
+        x, steps = audio.fit(x, duration)
+        return x, [how, f"mono {audio.RATE} Hz", *steps]
+
+    return make
+
+
+def tonotopy_frequencies() -> list[float]:
+    """The tonotopy localizer's tone frequencies (its TOML), which generated tones avoid."""
+    from topocli.stimuli.localizers import load_localizer
+
+    return [float(f) for f in (load_localizer("tonotopy").generator or {})["frequencies_hz"]]
+
+
+def _generated(kinds, make, what: str) -> list[list[Candidate]]:
+    return [
+        [
+            Candidate("topo-generated", f"generated {what} {kind} {i:04d}", make(kind))
+            for i in range(N_GENERATED)
+        ]
+        for kind in kinds
+    ]
+
+
+def _train_photos(statuses) -> list[Candidate]:
+    st = statuses.get("mate-all")
+    if st is None or not st.present:
+        return []
+    out = []
+    for path in sorted(st.path.rglob("*")):
+        if path.suffix.lower() not in _IMAGE_SUFFIXES or not keeps(st, path, "train"):
+            continue
+        for pos, scale in TRAIN_CROPS:
+            make = _photo_crop(path, pos, scale)
+            out.append(Candidate("mate-all", f"{path} (crop {scale:g} at {pos:g})", make, path))
+    return out
+
+
+def _train_images(statuses) -> list[list[Candidate]]:
+    """Reserved stamps on grey, then reserved wallpaper crops, then a random mix of reserved
+    stamps on generated grounds and generated gratings, noise and shapes."""
+    files = _stamp_files(statuses, [""], exclude=(), split="train")
+    on_grey = [Candidate("tuxpaint", str(p), _cutout(p), p) for p in files]
+    on_ground = [
+        Candidate("tuxpaint+topo-generated", f"{p} (on a generated ground)", _stamp_on_ground(p), p)
+        for p in files
+    ]
+    mixed = on_ground + [
+        c for pool in _generated(GENERATED_IMAGES, _generated_image, "image") for c in pool
+    ]
+    return [on_grey, _train_photos(statuses), mixed]
+
+
+def _train_speech(statuses, duration: float) -> list[Candidate]:
+    st = statuses.get("topo-corpus")
+    program = statuses["espeak-ng"].path
+    if st is None or not st.present:
+        return []
+    out = []
+    for path in sorted(st.path.glob("*.txt")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for i, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            voice = TRAIN_VOICES[len(out) % len(TRAIN_VOICES)]
+            out.append(
+                Candidate(
+                    "espeak-ng+topo-corpus",
+                    f"corpus/train/{path.name} line {i} ({voice})",
+                    _speech(line.strip(), voice, program, duration),
+                )
+            )
+    return out
+
+
+def _train_sounds(statuses) -> list[list[Candidate]]:
+    """Eight pools taken in turn: reserved prompts, spoken names, corpus speech, reserved
+    music samples and sound effects, and three kinds of generated sound."""
+    d = _TRAIN_S
+    return [
+        _asterisk(statuses, d, split="train"),
+        _tuxpaint_sounds(statuses, d, spoken=True, split="train"),
+        _train_speech(statuses, d),
+        _sonic_pi(statuses, d, split="train"),
+        _tuxpaint_sounds(statuses, d, spoken=False, split="train"),
+        *_generated(GENERATED_SOUNDS, lambda k: _generated_sound(k, d), "sound"),
+    ]
+
+
 # ---------------------------------------------------------------------- the sets
 _VOICE_S = 2.0
 _STORY_S = 12.0
+
+
+_PARTITION_NOTE = (
+    "Disjoint from the localizer sets by construction: an original file of tuxpaint, MATE, "
+    "asterisk or sonic-pi is reserved for training when crc32 of its installed path below "
+    "usr/share is 0 modulo 4 (topocli.stimuli.builders.partition); localizer sets never draw "
+    "a reserved original and training sets draw nothing else, for every seed and count."
+)
 
 
 def _definitions() -> dict[str, StimulusSetDef]:
@@ -541,6 +700,57 @@ def _definitions() -> dict[str, StimulusSetDef]:
                 "cochleagram, greedy segment order matching the original's boundary change, "
                 "5 ms cross-fades, no pitch-synchronous overlap-add).",
             ),
+        ),
+        StimulusSetDef(
+            "train-visual",
+            "image",
+            "Training images for the topographic vision model, disjoint from every localizer "
+            "set: reserved Tux Paint cut-outs (on grey and on generated grounds), crops of "
+            "reserved MATE wallpapers, and generated gratings, 1/f noise and shapes",
+            (Condition("images", _train_images, "fill"),),
+            required=("tuxpaint", "mate-all", "topo-generated"),
+            usage="topo train --data DIR (images)",
+            notes=(
+                _PARTITION_NOTE,
+                "One condition, `images`: every reserved Tux Paint stamp composited on grey "
+                "(all folders, cartoons and toys included), then ten square crops (scales "
+                "0.45 and 0.8, five positions) of every reserved MATE wallpaper (any folder), "
+                "then a seeded random mix of the reserved stamps scaled and placed on a "
+                "generated ground and of generated sine / square gratings and plaids, 1/f^a "
+                "colour noise (a 0.5-3 per channel) and random ellipses, rectangles and "
+                "polygons, until the count is reached. No emoji (emoji stay localizer "
+                "material) and no retinotopy patches. Colour is kept.",
+            ),
+            split="train",
+            default_per_condition=512,
+        ),
+        StimulusSetDef(
+            "train-auditory",
+            "audio",
+            "Training sounds for the topographic audio model, disjoint from every localizer "
+            "set: reserved telephone prompts (five languages), reserved spoken stamp names, "
+            "espeak-ng reading the training text, reserved music samples and sound effects, "
+            "and generated noise bursts, chirps and tone complexes",
+            (Condition("sounds", _train_sounds),),
+            required=("asterisk-en", "tuxpaint", "sonic-pi", "espeak-ng", "topo-generated"),
+            optional=("asterisk-fr", "asterisk-es", "asterisk-it", "asterisk-ru", "topo-corpus"),
+            duration_s=_TRAIN_S,
+            usage="topo train --data DIR (audio)",
+            notes=(
+                _PARTITION_NOTE,
+                "One condition, `sounds`, eight pools taken in turn (each shuffled by the "
+                "seed): reserved asterisk prompts (languages in turn), reserved Tux Paint "
+                "spoken names, espeak-ng reading lines of corpus/train (a source checkout's "
+                "training text, never localizer text) in twelve English voices, reserved "
+                "Sonic Pi samples (any), reserved Tux Paint sound effects (any folder), "
+                "generated white / pink / brown noise bursts (band-passed), linear and "
+                "exponential chirps (80 Hz - 7.5 kHz), and pure tones and harmonic or "
+                "inharmonic tone complexes whose every component lies at least a quarter "
+                "octave from each tonotopy localizer frequency (200, 400, ... 6400 Hz) "
+                "within 100 Hz - 7.5 kHz. A pool that runs out leaves its turn to the others.",
+            ),
+            split="train",
+            default_per_condition=400,
         ),
         StimulusSetDef(
             "retinotopy",

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from topocli.errors import TopoInputError
+from topocli.models.topo_model import ColumnEdit
 from topocli.workflows.intervene.reference import Reference
 from topocli.workflows.intervene.targets import Selection, area_bounds
 
@@ -126,12 +127,16 @@ class PerturbationSet:
                 remove()
 
 
-def make_edit(mask: torch.Tensor, values: torch.Tensor, replace: bool):
+def make_edit(mask: torch.Tensor, values: torch.Tensor, replace: bool) -> ColumnEdit:
     """An edit ``Z -> Z'`` for M stacked perturbations: ``mask``/``values`` are [M, H].
 
     Units outside the mask keep their exact values (``torch.where``, no arithmetic on them).
+    The edit also carries, per perturbation, the units it edits (its ``columns``, padded to the
+    largest count with units it leaves alone) and the same edit on those columns only, so that
+    the model's hook can skip the adaptor's two H x H products per token
+    (:class:`topocli.models.topo_model.ColumnEdit`).
     """
-    n_pert, width = mask.shape
+    n_pert = mask.shape[0]
 
     def apply(z: torch.Tensor, m2: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
         n_units = m2.shape[1]
@@ -147,16 +152,24 @@ def make_edit(mask: torch.Tensor, values: torch.Tensor, replace: bool):
         new = v if replace else zz + v
         return torch.where(m, new, zz).reshape(z.shape)
 
-    def edit(z: torch.Tensor) -> torch.Tensor:
-        return apply(z, mask, values)
+    columns = edited_columns(mask)
+    m_cols, v_cols = torch.gather(mask, 1, columns), torch.gather(values, 1, columns)
+    return ColumnEdit(
+        dense=lambda z: apply(z, mask, values),
+        columns=columns,
+        on_columns=lambda z_s: apply(z_s, m_cols, v_cols),
+    )
 
-    # the edited units and the same edit on their columns only (``z[..., units]``): a hook with
-    # a non-identity adaptor can then pass on X + (Z'_S - Z_S) W^+[S, :] instead of two full
-    # H x H matmuls per token (the units outside S keep Z = X W exactly)
-    units = torch.nonzero(mask.any(0)).flatten()
-    edit.units = units
-    edit.sparse = lambda z_s: apply(z_s, mask[:, units], values[:, units])
-    return edit
+
+def edited_columns(mask: torch.Tensor) -> torch.Tensor:
+    """Per row of ``mask[M, H]``, its edited units in increasing order, then unedited ones.
+
+    Returns ``[M, s]`` (``s`` = the largest count of a row, at least 1): distinct units per row,
+    so that writing them back is well defined; the padding units are not edited.
+    """
+    width = max(1, int(mask.sum(1).max())) if mask.numel() else 1
+    order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices
+    return order[:, :width].contiguous()
 
 
 @contextmanager

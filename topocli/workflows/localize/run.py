@@ -651,7 +651,7 @@ def run_localize(
         # open the results folder first: a bad --out fails before the model runs, and a
         # failure below leaves nothing behind
         rf = stack.enter_context(ResultsFolder(out, getattr(ctx, "overwrite", False)))
-        model = ctx.load_model()
+        model = ctx.load_model(stim_set.modality)
         if expected_identity is not None:
             _require_identity(model, expected_identity, smoothed_from)
         # the trained model and its control are localized with the same options
@@ -669,7 +669,9 @@ def run_localize(
         with ctx.progress() as progress:
             result = localize(model, stim_set, contrasts, progress=progress, **run_options)
             if control is None:
-                control = ctx.model_spec in (None, "", "minilm")
+                from topocli.models.registry import is_shipped
+
+                control = is_shipped(ctx.model_spec)
             twin = control_run(model, stim_set, contrasts, control, progress, **run_options)
         if twin is not None:
             result.control, result.control_model = twin, twin.control_model

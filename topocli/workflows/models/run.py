@@ -1,6 +1,7 @@
 """``topo models``: the names ``--model`` accepts, whether each is installed and converted.
 
-Rows: the embedded ``minilm`` / ``minilm-control`` and the packaged real backbones of
+Rows: the embedded ``minilm`` / ``minilm-control``, the shipped topographic checkpoints on
+packaged backbones and their controls, and the packaged real backbones of
 :mod:`topocli.models.packaged`. Nothing is loaded or hashed except what is cached already;
 ``--convert NAME`` converts one packaged model now (as its first use would).
 """
@@ -38,7 +39,7 @@ def _minilm_rows() -> list[dict]:
             "converted": trained,
             "contents": "topographic all-MiniLM-L6-v2 (trained adaptors shipped in topo)"
             if trained
-            else "topographic all-MiniLM-L6-v2 (not built yet: falls back to the control)",
+            else "topographic all-MiniLM-L6-v2 (missing from this install)",
         },
         {
             **common,
@@ -49,9 +50,50 @@ def _minilm_rows() -> list[dict]:
     ]
 
 
+def _shipped_rows(name: str) -> list[dict]:
+    """A shipped checkpoint on a packaged backbone, and its control: installed when the base
+    model's weights package is; ready when the base is converted and the adaptors shipped."""
+    from topocli.models.registry import SHIPPED_BASE, control_name, shipped_dir
+
+    trained = (shipped_dir(name) / "topo.json").is_file()
+    base = SHIPPED_BASE[name]
+    row = packaged.status(base)
+    common = {
+        "installed": trained and row["installed"],
+        "needs": row["needs"] if trained else "reinstall topo (its trained adaptors are missing)",
+        "sha256": None,
+        "licence": row["licence"],
+        "format": "safetensors",
+        "modality": row["modality"],
+        "path": None,
+    }
+    ready = trained and row["converted"]
+    what = f"topographic {base} (trained adaptors shipped in topo)"
+    return [
+        {
+            **common,
+            "name": name,
+            "converted": ready,
+            "contents": what if trained else f"topographic {name} (missing from this install)",
+        },
+        {
+            **common,
+            "name": control_name(name),
+            "converted": ready,
+            "contents": f"{base} with identity adaptors on the same sheet (control of {name})",
+        },
+    ]
+
+
 def model_rows() -> list[dict]:
     """One row per name ``--model`` accepts, in the order ``topo models`` prints them."""
-    return _minilm_rows() + [packaged.status(name) for name in packaged.PACKAGED]
+    from topocli.models.registry import DEFAULT_MODEL, SHIPPED
+
+    rows = _minilm_rows()
+    for name in SHIPPED:
+        if name != DEFAULT_MODEL:
+            rows += _shipped_rows(name)
+    return rows + [packaged.status(name) for name in packaged.PACKAGED]
 
 
 def run_models(out_console: Console, convert: str | None = None, quiet: bool = False) -> None:

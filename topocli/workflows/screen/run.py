@@ -417,7 +417,7 @@ def run_screen(
     timings: dict[str, float] = {}
     with ExitStack() as stack:
         rf = stack.enter_context(ResultsFolder(out, getattr(ctx, "overwrite", False)))
-        model = ctx.load_model()
+        model = ctx.load_model((pool if pool is not None else categories).modality)
         hint = "; pass --stimuli with categories of a modality it takes" if not stimuli else ""
         check_modality(model, pool if pool is not None else categories, hint)
         t1 = time.perf_counter()
@@ -438,7 +438,9 @@ def run_screen(
             else:
                 result = screen(model, categories, baseline, opts, known, progress)
                 if control is None:
-                    control = ctx.model_spec in (None, "", "minilm")
+                    from topocli.models.registry import is_shipped
+
+                    control = is_shipped(ctx.model_spec)
                 twin = identity_control(model) if control else None
                 if twin is not None:
                     result.control = screen(twin, categories, baseline, opts, (), progress)
