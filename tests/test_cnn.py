@@ -114,7 +114,7 @@ def test_stages_are_areas_with_channel_widths(family, cnn_dir, stimulus_dirs):
         assert [b.name for b in model.blocks] == names
         assert [b.n_units for b in model.blocks] == widths
     else:
-        assert [b.name for b in model.blocks] == [f"net.blocks.{i}" for i in range(7)]
+        assert [b.name for b in model.blocks] == [*(f"net.blocks.{i}" for i in range(7)), "net.bn2"]
     stim = load_stimulus_set(stimulus_dirs["image"])
     batch = prepare_batch(model, stim.stimuli[:3], np.arange(3))
     outs = _stage_outputs(model.backbone, model.blocks, batch.inputs)
@@ -296,7 +296,7 @@ def test_real_efficientnet_lite0_top1(tmp_path):
     config = json.loads((folder / "config.json").read_text())
     assert config["topo_backbone"] == "timm" and len(config["source_sha256"]) == 64
     model = build_topo_model(folder, adaptor_noise=0.0)
-    assert [b.n_units for b in model.blocks] == [16, 24, 40, 80, 112, 192, 320]
+    assert [b.n_units for b in model.blocks] == [16, 24, 40, 80, 112, 192, 320, 1280]
     images = [Image.fromarray(skimage.data.chelsea()), Image.fromarray(skimage.data.coffee())]
     px = model.processors["image"](images=images)["pixel_values"]
     assert px.shape == (2, 3, 224, 224)

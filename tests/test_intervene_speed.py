@@ -386,19 +386,3 @@ def test_generation_refused_on_an_encoder(source, tmp_path):
     with pytest.raises(TopoInputError, match="--readout generation needs a causal"):
         _run(source, tmp_path / "a", readout="generation")
 
-
-def test_sparse_form_of_an_edit_equals_the_dense_edit():
-    from topocli.workflows.intervene.perturbations import make_edit
-
-    rng = np.random.default_rng(4)
-    mask = torch.from_numpy(rng.random((3, 16)) < 0.2)
-    values = torch.from_numpy(rng.normal(size=(3, 16)).astype(np.float32))
-    z = torch.from_numpy(rng.normal(size=(3 * 2, 5, 16)).astype(np.float32))
-    for replace in (True, False):
-        edit = make_edit(mask, values, replace)
-        dense = edit(z)
-        units = edit.units
-        assert set(units.tolist()) == set(np.flatnonzero(mask.numpy().any(0)).tolist())
-        assert torch.equal(edit.sparse(z[..., units]), dense[..., units])
-        outside = np.setdiff1d(np.arange(16), units.numpy())
-        assert torch.equal(dense[..., outside], z[..., outside])

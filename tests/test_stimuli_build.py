@@ -152,10 +152,12 @@ def test_corrupt_material_is_skipped_and_recorded(fake_root, tmp_path):
     prov = pd.read_csv(result.out / PROVENANCE, keep_default_na=False)
     bad = prov[prov["original"].str.endswith("broken.png")]
     assert list(bad["status"]) == ["skipped"] and "cannot read image" in bad["reason"].iloc[0]
-    assert result.counts["animals"] == 3 and result.skipped["animals"] == 1
+    # three animal stamps, of which animals1.png is reserved for training (partition.py)
+    assert result.counts["animals"] == 2 and result.skipped["animals"] == 1
+    assert not prov["original"].str.endswith("animals1.png").any()
     # fewer than asked: what there is, and the README says so
     readme = (result.out / "README.md").read_text(encoding="utf-8")
-    assert "Fewer than 10" in readme and "animals (3)" in readme
+    assert "Fewer than 10" in readme and "animals (2)" in readme
 
 
 def test_missing_source_is_one_line_naming_the_package(tmp_path, monkeypatch, capsys):

@@ -129,6 +129,19 @@ def _has_conv(mod: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in mod.modules())
 
 
+def _cnn_head(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The head's 1 x 1 convolution after the last stage (timm EfficientNet / MobileNet:
+    ``conv_head``, recorded after its norm + activation ``bn2`` when there is one): the
+    features the classifier pools, and the widest layer of such a network."""
+    modules = dict(model.named_modules())
+    for path in modules:
+        if path == "conv_head" or path.endswith(".conv_head"):
+            prefix = path[: -len("conv_head")]
+            norm = modules.get(f"{prefix}bn2")
+            return (f"{prefix}bn2", norm) if norm is not None else (path, modules[path])
+    return None
+
+
 def discover_cnn_stages(model: nn.Module) -> list[Block]:
     """CNN stages as areas: ``layer1..N`` siblings, or a ``stages`` / ``blocks`` / ``layers``
     list whose every child holds a convolution. Widths come from a recorded forward pass."""
@@ -165,6 +178,9 @@ def discover_cnn_stages(model: nn.Module) -> list[Block]:
             claimed.append(path)
     if not candidates:
         return []
+    head = _cnn_head(model)
+    if head is not None and free(head[0]):
+        candidates.append(head)
     widths = _probe_channels(model, [m for _, m in candidates])
     return [
         Block(name, mod, "vision", int(w), "nchw")

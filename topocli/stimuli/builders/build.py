@@ -459,9 +459,7 @@ def cache_key(name: str, per_condition: int | None, seed: int, root=None) -> str
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
-def cached_build(
-    name: str, per_condition: int | None = None, seed: int = 0, root=None
-) -> Path:
+def cached_build(name: str, per_condition: int | None = None, seed: int = 0, root=None) -> Path:
     """A built set from the cache, building it there first when missing.
 
     Returns

@@ -31,6 +31,15 @@ def _colour(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(0.0, 255.0, size=3)
 
 
+def _contrasting_colours(rng: np.random.Generator, min_step: float = 64.0):
+    # two colours of about equal luminance would make a grating uniform after luminance
+    # matching (nothing to scale): redraw until their luminances differ by min_step
+    while True:
+        a, b = _colour(rng), _colour(rng)
+        if abs(float(images.luminance(a - b))) >= min_step:
+            return a, b
+
+
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     coords = (np.arange(size, dtype=np.float64) + 0.5) / size - 0.5
     return np.meshgrid(coords, coords, indexing="xy")
@@ -60,7 +69,7 @@ def grating(rng: np.random.Generator, size: int = images.SIZE) -> tuple[np.ndarr
             f"{np.degrees(theta):.0f} deg"
         )
     t = (profile / n_components + 1.0) / 2.0
-    a, b = _colour(rng), _colour(rng)
+    a, b = _contrasting_colours(rng)
     img = a + (b - a) * t[..., None]
     return img, "grating: " + " + ".join(parts)
 

@@ -4,13 +4,19 @@ Every original file of a Debian source that a training set draws from (tuxpaint 
 sounds, MATE wallpapers, asterisk prompts, sonic-pi samples) is either *reserved for
 training* or *localizer material*, decided by its stable name alone:
 
-    reserved  <=>  crc32(stable name) % 4 == 0
+    reserved  <=>  int(sha256(stable name)[:8 bytes]) % 4 == 0   (and the name is not pinned)
 
 The stable name is the file's installed path below ``usr/share`` of the source root
 (``tuxpaint/stamps/animals/cat.png``), so it does not depend on where the source root is, on
 the seed, on the per-condition count or on which folder of the package a set looks in. The
 localizer sets never draw a reserved original and the training sets draw nothing else (apart
 from material topo generates), so no seed or count can put one original in both.
+
+A cryptographic hash, not crc32: crc32 is affine in its input, so names that differ in one
+character (``cat1.png``, ``cat2.png``) share their low bits and whole families of names would
+fall on one side. The originals a localizer set names by hand (the four landscape
+photographs of ``categories-visual``, the only landscape photographs Debian carries) are
+pinned to the localizer side: the hash would otherwise take two of the four.
 
 Sources a training set does not use (Noto Color Emoji, the localizer text, the DejaVu font)
 are not partitioned: every one of their originals stays localizer material. Training text
@@ -19,7 +25,7 @@ comes from ``corpus/train``, which the localizer text never contains (``tests/te
 
 from __future__ import annotations
 
-import zlib
+import hashlib
 from pathlib import Path, PurePosixPath
 
 from topocli.stimuli.builders.sources import SourceStatus
@@ -27,6 +33,11 @@ from topocli.stimuli.builders.sources import SourceStatus
 MODULUS = 4
 SPLITS = ("localizer", "train")
 _DATA_PREFIX = ("usr", "share")
+#: originals a localizer set picks by name: never reserved (``sets.LANDSCAPE_PHOTOS``)
+PINNED = frozenset(
+    f"backgrounds/mate/nature/{name}"
+    for name in ("Dune.jpg", "Storm.jpg", "GreenMeadow.jpg", "Aqua.jpg")
+)
 
 
 def stable_name(st: SourceStatus, path: Path) -> str:
@@ -53,7 +64,10 @@ def stable_name(st: SourceStatus, path: Path) -> str:
 
 def is_reserved(name: str) -> bool:
     """Whether the original with this stable name is reserved for training."""
-    return zlib.crc32(name.encode("utf-8")) % MODULUS == 0
+    if name in PINNED:
+        return False
+    digest = hashlib.sha256(name.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % MODULUS == 0
 
 
 def keeps(st: SourceStatus, path: Path, split: str) -> bool:

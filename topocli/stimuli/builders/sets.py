@@ -550,9 +550,10 @@ _STORY_S = 12.0
 
 _PARTITION_NOTE = (
     "Disjoint from the localizer sets by construction: an original file of tuxpaint, MATE, "
-    "asterisk or sonic-pi is reserved for training when crc32 of its installed path below "
-    "usr/share is 0 modulo 4 (topocli.stimuli.builders.partition); localizer sets never draw "
-    "a reserved original and training sets draw nothing else, for every seed and count."
+    "asterisk or sonic-pi is reserved for training when the first 8 bytes of the SHA-256 of "
+    "its installed path below usr/share are 0 modulo 4 (the four landscape photographs of "
+    "categories-visual excepted: topocli.stimuli.builders.partition); localizer sets never "
+    "draw a reserved original and training sets draw nothing else, for every seed and count."
 )
 
 

@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 
-def print_sets(rows: list[dict], per_condition: int, console: Console) -> None:
+def print_sets(rows: list[dict], per_condition: int | None, console: Console) -> None:
     """Set, input, conditions with their candidate counts, and state; then what each needs."""
     table = Table(title="stimulus sets (topo stimuli build NAME)", box=box.SIMPLE_HEAD)
     table.add_column("set", no_wrap=True)
@@ -17,6 +17,8 @@ def print_sets(rows: list[dict], per_condition: int, console: Console) -> None:
     for r in rows:
         conds = ", ".join(f"{c} ({'any' if k < 0 else k})" for c, k in r["counts"].items())
         state = "needs sources" if r["needs"] else "buildable"
+        if r["split"] == "train":
+            state += " (training)"
         table.add_row(r["name"], r["modality"], conds, state)
     console.print(table)
     for r in rows:
@@ -27,7 +29,7 @@ def print_sets(rows: list[dict], per_condition: int, console: Console) -> None:
             console.print(f"  {st.source.package}{role}: {line}", highlight=False)
         if r["short"] and not r["needs"]:
             console.print(
-                f"  fewer than {per_condition} candidates: {', '.join(r['short'])} "
+                f"  fewer than {r['per_condition']} candidates: {', '.join(r['short'])} "
                 "(a build gives what there is and says so in its README)",
                 highlight=False,
             )
@@ -53,3 +55,15 @@ def print_build(result, console: Console) -> None:
         "README.md: method and remaining low-level differences.",
         highlight=False,
     )
+
+
+def print_cached(name: str, folder, console: Console) -> None:
+    """Where a cached build is, and what it holds."""
+    import json
+
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    counts = (manifest.get("extra") or manifest).get("counts", {})
+    text = ", ".join(f"{c} {n}" for c, n in counts.items())
+    console.print(f"{name}: {folder}", highlight=False)
+    if text:
+        console.print(f"  {text}", highlight=False)
