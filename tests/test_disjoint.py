@@ -100,3 +100,28 @@ def test_the_check_catches_a_planted_copy(tmp_path):
 @pytest.mark.parametrize("text", ["Hello, World!", "  hello   world  ", "HELLO-world"])
 def test_normalise_ignores_case_punctuation_and_spacing(text):
     assert normalise(text) == "hello world"
+
+
+# ---------------------------------------------------------------------- spoken training text
+def spoken_training_lines() -> dict[str, str]:
+    """Normalised line -> ``file:line`` of every line the train-auditory set can speak."""
+    from topocli.stimuli.builders.sets import _train_speech
+    from topocli.stimuli.builders.sources import SOURCES, status
+
+    statuses = {k: status(SOURCES[k]) for k in ("espeak-ng", "topo-corpus")}
+    lines: dict[str, str] = {}
+    for cand in _train_speech(statuses, 2.0):
+        ref = cand.original.split(" (")[0]  # corpus/train/<file> line <i> (<voice>)
+        rel, _, number = ref.rpartition(" line ")
+        text = (ROOT / rel).read_text(encoding="utf-8").splitlines()[int(number) - 1]
+        lines.setdefault(normalise(text), f"{rel}:{number}")
+    return lines
+
+
+def test_spoken_training_audio_reads_only_training_text():
+    """train-auditory's espeak-ng speech is corpus/train, line for line, and none of it is
+    localizer text (the voice and emfl-auditory sets speak the localizer text instead)."""
+    spoken = spoken_training_lines()
+    assert spoken.keys() == corpus_lines(TRAIN).keys()
+    found = overlaps(spoken, stimulus_files(LOCALIZERS))
+    assert not found, "spoken training lines inside localizer stimuli:\n" + "\n".join(found[:20])

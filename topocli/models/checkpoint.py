@@ -239,7 +239,15 @@ def model_identity(model: TopoModel) -> dict:
     if src.get("random_init") is not None:
         # a re-initialised copy of the base: same files, other weights (issue 16's control)
         ident["random_init"] = int(src["random_init"])
+    if model.mode == "adaptor" and all(_is_identity(a.weight) for a in model.adaptors):
+        # W = I everywhere: the non-topographic control, whatever folder it was saved in
+        ident["identity_adaptors"] = True
     return ident
+
+
+def _is_identity(w: torch.Tensor) -> bool:
+    w = w.detach()
+    return bool(torch.equal(w, torch.eye(w.shape[0], dtype=w.dtype, device=w.device)))
 
 
 def adaptor_fingerprint(model: TopoModel) -> str:

@@ -21,7 +21,12 @@ from topocli.errors import TopoInputError
 from topocli.reporting.reader import Results, read_results
 from topocli.stats.froi import PROFILE_COLUMNS
 
-CONTROL_NAMES = ("minilm-control",)
+CONTROL_NAMES = (
+    "minilm-control",
+    "smollm2-topo-control",
+    "efficientnet-lite0-topo-control",
+    "whisper-tiny-topo-control",
+)
 # the columns compare needs of a profiles.csv: the fROI, the condition and the held-out response
 MODEL_PROFILE_COLUMNS = tuple(PROFILE_COLUMNS[: PROFILE_COLUMNS.index("response_mean") + 1])
 MODEL_CLUSTER_COLUMNS = ("contrast", "n_units", "moran_i")
@@ -97,11 +102,12 @@ class ModelResults:
 def is_control_model(identity: Mapping[str, Any] | None) -> bool:
     """Whether a manifest's model identity is the non-topographic control.
 
-    The control is the shipped ``minilm-control`` (identity adaptors), or any model in adaptor
+    The control is a shipped ``NAME-control`` or any model whose adaptors are all the
+    identity (``identity_adaptors``: a saved control checkpoint too), or any model in adaptor
     mode that was not loaded from a checkpoint (its adaptors were never trained).
     """
     identity = identity or {}
-    if identity.get("name") in CONTROL_NAMES:
+    if identity.get("name") in CONTROL_NAMES or identity.get("identity_adaptors"):
         return True
     return identity.get("mode") == "adaptor" and not identity.get("checkpoint")
 
