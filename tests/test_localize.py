@@ -578,6 +578,15 @@ min_cluster = 2
     anova = pd.read_csv(out / "anova.csv")
     assert set(anova["preferred"]) <= {"tone_300hz", "tone_2000hz"} and len(anova) > 0
     assert "Preferred condition" in (out / "report.html").read_text()
+    # the tonotopic map's smoothness: Moran's I of the preferred index, per area, as the
+    # topography table computes it for that map (an independent recomputation)
+    from topocli.stats.topography import area_morans_i
+
+    topo = pd.read_csv(out / "anova_topography.csv")
+    sheet = load_sheet_maps(out / "tmap.nii.gz")[2]
+    pref = anova["preferred"].map({"tone_300hz": 0.0, "tone_2000hz": 1.0}).to_numpy()
+    expected = area_morans_i(pref, sheet, 0, 0)["moran_i"].to_numpy()
+    np.testing.assert_allclose(topo["moran_i"].to_numpy(), expected, equal_nan=True)
 
 
 def test_planted_hook_edit_on_a_real_model_is_recovered(tiny_model_dir, tmp_path, monkeypatch):

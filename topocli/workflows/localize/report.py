@@ -255,6 +255,14 @@ def build_report(result: Any, model_name: str | None, params: Mapping[str, Any])
             share.value_counts().rename_axis("preferred").reset_index(name="n_units"),
             "Significant units per preferred condition",
         )
+        if a.topography is not None:
+            rep.add_table(
+                a.topography,
+                "Smoothness of the preferred-condition map per area (FWHM 0 mm): whole-map "
+                "Moran's I of the preferred condition's index (every unit), join-count test of "
+                "the significant units",
+                csv_name="anova_topography.csv",
+            )
     return rep
 
 
@@ -337,6 +345,8 @@ def write_localize_results(rf: Any, result: Any, model: Any, params: Mapping[str
     )
     if result.anova is not None:
         rf.write_csv("anova.csv", result.anova.table(sheet))
+        if result.anova.topography is not None:
+            rf.write_csv("anova_topography.csv", result.anova.topography)
         rf.write_sheet_nifti(
             "anova.nii.gz",
             np.stack([result.anova.f, result.anova.q]),

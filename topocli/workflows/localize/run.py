@@ -116,6 +116,11 @@ class AnovaMap:
     q: np.ndarray
     preferred: np.ndarray
     significant: np.ndarray
+    # per area, on the unsmoothed activations: the join-count test of the significant units
+    # and the whole-map Moran's I of the preferred-condition index (the conditions are in the
+    # localizer's parametric order, so for octave-spaced tones the index is log2 frequency):
+    # how smooth the tonotopic map is on the sheet
+    topography: pd.DataFrame | None = None
 
     def table(self, sheet: Sheet) -> pd.DataFrame:
         names = np.asarray(self.conditions, dtype=object)
@@ -330,6 +335,22 @@ def control_comparison(result: LocalizeResult, twin: LocalizeResult) -> pd.DataF
                 "n_significant_control": k.n_significant,
             }
         )
+    mine, theirs = result.anova, twin.anova
+    if mine is not None and theirs is not None and mine.topography is not None:
+        # the tonotopic map: Moran's I of the preferred-condition index, trained vs control
+        test = compare_topography(mine.topography, theirs.topography)
+        rows.append(
+            {
+                "contrast": "anova:preferred",
+                "map_moran_i_trained": test["moran_i_trained"],
+                "map_moran_i_control": test["moran_i_control"],
+                "map_moran_i_difference_z": test["z"],
+                "map_moran_i_difference_p": test["p"],
+                "n_areas": test["n_areas"],
+                "n_significant_trained": int(mine.significant.sum()),
+                "n_significant_control": int(theirs.significant.sum()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -535,6 +556,16 @@ def localize(
     anova = (
         analyse_anova(anova_conds, stats, conditions, sheet, q, fdr_scope) if anova_conds else None
     )
+    if anova is not None:
+        from topocli.stats.topography import topography_table
+
+        raw = anova if transform is None else analyse_anova(
+            anova_conds, ext.raw_stats, conditions, sheet, q, fdr_scope
+        )
+        anova.topography = topography_table(
+            raw.preferred.astype(np.float64), raw.significant, sheet, connectivity,
+            int(permutations), seed,
+        )  # fmt: skip
     params = {
         "fwhm_mm": float(fwhm_mm),
         "across_areas": bool(across_areas),
