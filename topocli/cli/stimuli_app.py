@@ -28,18 +28,20 @@ stimuli_app = typer.Typer(
 )
 
 PerConditionOpt = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--per-condition",
         min=1,
-        help="Stimuli per condition; a condition whose sources give fewer gets all there is.",
+        help="Stimuli per condition (default 48; train-visual 512 and train-auditory 400, one "
+        "condition each); a condition whose sources give fewer gets all there is.",
+        show_default=False,
     ),
 ]
 
 
 @stimuli_app.command("list")
 def list_sets(
-    per_condition: PerConditionOpt = 48,
+    per_condition: PerConditionOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing.")] = False,
 ) -> None:
     """List every set it can build: conditions, candidates per condition, and for each source
@@ -58,11 +60,19 @@ def build(
         str,
         typer.Argument(
             help="emfl-visual | categories-visual | voice | emfl-auditory | retinotopy | "
-            "tonotopy (see topo stimuli list)."
+            "tonotopy | train-visual | train-auditory (see topo stimuli list)."
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (atomically).")],
-    per_condition: PerConditionOpt = 48,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Folder to write (atomically); default: the stimuli cache ($TOPO_STIMULI_DIR "
+            "or ~/.cache/topo/stimuli), reused when already built.",
+        ),
+    ] = None,
+    per_condition: PerConditionOpt = None,
     seed: Annotated[
         int, typer.Option(min=0, help="Which originals are drawn, and scramble / quilt noise.")
     ] = 0,

@@ -710,7 +710,7 @@ def _definitions() -> dict[str, StimulusSetDef]:
             "reserved MATE wallpapers, and generated gratings, 1/f noise and shapes",
             (Condition("images", _train_images, "fill"),),
             required=("tuxpaint", "mate-all", "topo-generated"),
-            usage="topo train --data DIR (images)",
+            usage="topo train --model efficientnet-lite0 --data DIR --out my-topo-vision",
             notes=(
                 _PARTITION_NOTE,
                 "One condition, `images`: every reserved Tux Paint stamp composited on grey "
@@ -736,7 +736,7 @@ def _definitions() -> dict[str, StimulusSetDef]:
             required=("asterisk-en", "tuxpaint", "sonic-pi", "espeak-ng", "topo-generated"),
             optional=("asterisk-fr", "asterisk-es", "asterisk-it", "asterisk-ru", "topo-corpus"),
             duration_s=_TRAIN_S,
-            usage="topo train --data DIR (audio)",
+            usage="topo train --model whisper-tiny --data DIR --out my-topo-audio",
             notes=(
                 _PARTITION_NOTE,
                 "One condition, `sounds`, eight pools taken in turn (each shuffled by the "
