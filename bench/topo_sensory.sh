@@ -83,6 +83,15 @@ loc() {  # loc STEP LOCALIZER OUT [options]: trained with its control, at FWHM 0
     --permutations "$PERMS" --device "$DEVICE" --out "$work/$out" --overwrite --quiet "$@"
 }
 
+compare() {  # compare LOC LOCALIZER: the control localized as a folder of its own (its
+  # activations are in the cache localize --control wrote), then both against the human table
+  timed "$1-control" topo localize --model "$ctrl" -l "$2" --no-control \
+    --permutations "$PERMS" --device "$DEVICE" --out "$work/$1-control" --overwrite --quiet
+  timed "compare-$1" topo compare --from "$work/$1" "$work/$1-control" --human-profiles \
+    ../shared/reference/emfl_human_froi_responses.csv --out "$work/compare-$1" --overwrite \
+    --quiet
+}
+
 if [ "$modality" = vision ]; then
   # finding 1 + 3: EMFL visual categories (q 0.001, the localizer's), trained vs control
   loc localize emfl_visual loc
@@ -93,9 +102,8 @@ if [ "$modality" = vision ]; then
       --quiet
   timed screen topo screen --model "$ckpt" --stimuli "$work/categories-visual" --from "$work/loc" \
     --control --device "$DEVICE" --out "$work/screen" --overwrite --quiet
-  # finding 5: the EMFL visual conditions against the human fROI table
-  timed compare topo compare --from "$work/loc" --human-profiles \
-    ../shared/reference/emfl_human_froi_responses.csv --out "$work/compare" --overwrite --quiet
+  # finding 5: the EMFL visual conditions against the human fROI table, trained and control
+  compare loc emfl_visual
 else
   # finding 1 + 4: vocal > non-vocal, trained vs control
   loc localize voice loc
@@ -103,7 +111,6 @@ else
   loc localize-tonotopy tonotopy loc-tonotopy
   # finding 5: the spoken EMFL conditions against the human fROI table
   loc localize-emfl emfl_auditory loc-emfl
-  timed compare topo compare --from "$work/loc-emfl" --human-profiles \
-    ../shared/reference/emfl_human_froi_responses.csv --out "$work/compare" --overwrite --quiet
+  compare loc-emfl emfl_auditory
 fi
 echo "bench/topo_sensory.sh $modality: done ($work)"
