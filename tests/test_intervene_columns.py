@@ -215,11 +215,11 @@ def test_intervene_statistics_are_those_of_the_dense_path(
     original = topo_model._edited_columns
     with monkeypatch.context() as m:
         m.setattr(topo_model, "_edited_columns", lambda *a: calls.append(1) or original(*a))
-        cols, ctrl_cols, _ = _run(source, tmp_path / "a", sequential_h=0)
+        cols, ctrl_cols, _ = _run(source, tmp_path / "a", sequential_h=0, n_controls=10)
     assert calls  # the column path ran
     with monkeypatch.context() as m:
         m.setattr(topo_model, "_column_edit", lambda *_a: None)  # the dense path, as before
-        dense, ctrl_dense, _ = _run(source, tmp_path / "b", sequential_h=0)
+        dense, ctrl_dense, _ = _run(source, tmp_path / "b", sequential_h=0, n_controls=10)
     assert np.array_equal(cols["p_permutation"], dense["p_permutation"])
     for col in ["target_value", "control_mean", "control_sd", "effect_size_z"]:
         np.testing.assert_allclose(cols[col], dense[col], rtol=1e-5, atol=1e-7)

@@ -324,7 +324,8 @@ def test_blocks_and_split_products_change_nothing(monkeypatch):
     x = np.random.default_rng(14).normal(size=(7, sheet.n_units))
     want = _dense_oracle(x, sheet, 6.0, False)
     for block, mnk, cache in [(1, 1, 1), (3, 50, 700), (5, 1000, 10**9)]:
-        monkeypatch.setattr(smoothing, "_BLOCK", block)
+        monkeypatch.setattr(smoothing, "_BLOCK_COLS", block)
+        monkeypatch.setattr(smoothing, "_BLOCK_ROWS", block + 1)
         monkeypatch.setattr(smoothing, "_SERIAL_MNK", mnk)
         monkeypatch.setattr(smoothing, "_CACHE_CELLS", cache)
         got = smooth_units(x, sheet, 6.0, backend="numpy")
@@ -361,3 +362,46 @@ def test_a_map_gives_the_same_bits_whatever_batch_it_is_smoothed_in():
         got = smooth_map(v, sheet, 4.0)
     assert np.isnan(got[3]).all()
     np.testing.assert_array_equal(np.concatenate([smooth_map(v[:5], sheet, 4.0), got[5:]]), got)
+
+
+def test_threads_split_the_maps_and_change_no_bit(monkeypatch):
+    """Each thread smooths its own maps: any thread count gives the one-thread bits."""
+    from topocli.stats import smoothing
+
+    started = []
+
+    class Pool(smoothing.ThreadPoolExecutor):
+        def __init__(self, workers):
+            started.append(workers)
+            super().__init__(workers)
+
+    monkeypatch.setattr(smoothing, "ThreadPoolExecutor", Pool)
+    monkeypatch.setattr(smoothing, "_THREAD_CELLS", 0)  # thread even these small stacks
+    monkeypatch.setattr(smoothing, "_CACHE_CELLS", 1)  # one map per chunk
+    sheet = DENSE_SHEETS["stacked-permuted"]()
+    rng = np.random.default_rng(16)
+    x = rng.normal(size=(9, sheet.n_units)).astype(np.float32)
+    v = x.astype(np.float64)
+    v[rng.random(v.shape) < 0.1] = np.nan
+    one, one_nan = smooth_units(x, sheet, 4.0, threads=1), smooth_map(v, sheet, 4.0, threads=1)
+    assert started == []
+    for threads in (2, 3, 16):
+        np.testing.assert_array_equal(smooth_units(x, sheet, 4.0, threads=threads), one)
+        np.testing.assert_array_equal(smooth_map(v, sheet, 4.0, threads=threads), one_nan)
+    assert started and max(started) == 9  # never more threads than chunks
+    want = _dense_oracle(x.astype(np.float64), sheet, 4.0, False).astype(np.float32)
+    np.testing.assert_array_equal(one, want)
+    with pytest.raises(TopoInputError, match="threads"):
+        smooth_units(x, sheet, 4.0, threads=0)
+
+
+@pytest.mark.parametrize("nan", [False, True])
+def test_rectangular_areas_are_their_own_grid_and_equal_the_oracle(nan):
+    """Areas that fill their boxes skip the zero-filled grid and divide straight into out."""
+    sheet = Sheet.build([AreaSpec("a", 12 * 16), AreaSpec("b", 12 * 16)], "stacked", width=16)
+    x = np.random.default_rng(17).normal(size=(3, sheet.n_units))
+    if nan:
+        x[0, [5, 40, 300]] = np.nan
+    got = smooth_map(x, sheet, 5.0) if nan else smooth_units(x, sheet, 5.0)
+    np.testing.assert_allclose(got, _dense_oracle(x, sheet, 5.0, False), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(x))

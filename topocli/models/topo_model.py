@@ -17,6 +17,12 @@ Without edits and without gradients, ``X_hat = X W W^+`` equals ``X`` (W is inve
 hook passes ``X`` on untouched and, pooling being linear, pools ``X`` before projecting it with
 ``W``: recording costs one small matmul per stimulus instead of two per token.
 
+An edit that says which units it changes (a :class:`ColumnEdit`, as intervene's are) is applied
+on those columns only, by the same identity: ``X_hat = X + (Z'_S - Z_S) W^+_S`` with
+``Z_S = X W[:, S]``, two ``B x T x H x |S|`` products instead of two ``B x T x H x H``; with
+identity adaptors it is ``X`` with the columns ``S`` replaced. ``TopoModel.exact()`` and
+``HookPoint.column_edits = False`` keep the literal (dense) path.
+
 With identity adaptors (noise 0) and no edits, outputs are bit-identical to the base model.
 """
 
@@ -230,13 +236,13 @@ def _edited_columns(
     if adaptor is None:
         z_s = torch.gather(xg, 2, wide)
     else:
-        w_s = adaptor.weight.to(x.dtype)[:, idx].permute(1, 0, 2)  # [G, H, s]
+        w_s = adaptor.weight[:, idx].to(x.dtype).permute(1, 0, 2)  # [G, H, s]
         z_s = torch.bmm(xg, w_s)
     new = edit.on_columns(z_s.reshape(*shape[:-1], s)).reshape(groups, -1, s)
     if adaptor is None:
         x_hat = xg.scatter(2, wide, new)
     else:
-        x_hat = torch.baddbmm(xg, new - z_s, adaptor.pinv().to(x.dtype)[idx])  # [G, s, H]
+        x_hat = torch.baddbmm(xg, new - z_s, adaptor.pinv()[idx].to(x.dtype))  # [G, s, H]
     return x_hat.reshape(shape), new.reshape(*shape[:-1], s)
 
 

@@ -18,10 +18,12 @@ Two backends compute the same thing:
 
 - ``"numpy"`` (every CPU input): float64 throughout. Each 1-D pass is a banded Toeplitz product
   computed block by block with BLAS (a block of ``B`` outputs reads ``B + 2 r`` inputs), a few
-  maps at a time so that they stay in cache. Exact: the same sums in another order (about 1e-16
-  relative). On 100 maps of 304 x 512 it is 5-7x faster than ``conv2d`` on CPU and 1.0-1.8x
-  faster than ``scipy.ndimage.gaussian_filter`` (``bench/smoothing.py``,
-  ``docs/performance.md``).
+  maps at a time so that they stay in cache, the chunks of maps split over the cores
+  (``threads``). Exact: the same sums in another order (about 1e-16 relative). On 100 maps of
+  304 x 512 it is several times faster than ``conv2d`` on CPU; against
+  ``scipy.ndimage.gaussian_filter`` see ``bench/smoothing.py`` and ``docs/performance.md``.
+  (Direct shifted-add passes in numpy and ``scipy.ndimage.correlate1d`` were measured too and
+  are slower.)
 - ``"torch"`` (tensors on an accelerator): ``torch.nn.functional.conv2d`` on the input's device,
   in float64 for float64 input and float32 otherwise.
 
@@ -32,6 +34,8 @@ way the input's type, device, shape and floating dtype come back (integers come 
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -45,8 +49,11 @@ TRUNCATE = 3.0
 FWHM_PER_SIGMA = math.sqrt(8.0 * math.log(2.0))
 BACKENDS = ("auto", "numpy", "torch")
 # Outputs per block of a banded product: small enough that the 2 r halo stays cheap, large
-# enough for BLAS to run near its peak (32 measured best for r <= 10 on a 304 x 512 sheet).
-_BLOCK = 32
+# enough for BLAS to run near its peak. Measured on a 304 x 512 sheet, r = 5 and 10: 32 for the
+# pass along the contiguous axis (a (rows x (B + 2r)) @ ((B + 2r) x B) product), 16 for the
+# pass across rows (a (B x (B + 2r)) @ ((B + 2r) x cols) product).
+_BLOCK_COLS = 32
+_BLOCK_ROWS = 16
 # OpenBLAS runs a product of m n k <= 4 * 65536 multiply-adds on the calling thread and wakes
 # its thread pool above that; these products are too small to gain from it, and a woken pool
 # on a loaded machine made them 5-30x slower (measured on 2 shared cores), so each product is
@@ -55,6 +62,10 @@ _SERIAL_MNK = 4 * 65536
 # Grid cells (x maps) smoothed at once: ~2 MB of float64, so a chunk and its intermediate stay
 # in a core's cache; one 304 x 512 map is one chunk, many small maps share one.
 _CACHE_CELLS = 1 << 18
+# Chunks of maps go to this many threads at most (the products and ufuncs release the GIL);
+# ``None``: the cores this process may run on. Below _THREAD_CELLS cells in all, one thread.
+THREADS: int | None = None
+_THREAD_CELLS = 1 << 20
 
 
 def fwhm_to_sigma(fwhm_mm: float, mm_per_unit: float) -> float:
@@ -119,35 +130,43 @@ class _Bands(NamedTuple):
     blocks: list[tuple[int, int, int, int, np.ndarray]]
 
     @classmethod
-    def of(cls, n: int, kernel: np.ndarray, transpose: bool = False) -> _Bands:
+    def of(cls, n: int, kernel: np.ndarray, block: int, transpose: bool = False) -> _Bands:
         r = (kernel.size - 1) // 2
         blocks = []
-        for lo in range(0, n, _BLOCK):
-            hi = min(n, lo + _BLOCK)
+        for lo in range(0, n, block):
+            hi = min(n, lo + block)
             a, b = max(0, lo - r), min(n, hi + r)
             band = _band(kernel, lo, hi, a, b)
             blocks.append((lo, hi, a, b, np.ascontiguousarray(band.T) if transpose else band))
         return cls(blocks)
 
 
-def _separable(grid: np.ndarray, rows: _Bands, cols: _Bands) -> np.ndarray:
+def _separable(
+    grid: np.ndarray,
+    rows: _Bands,
+    cols: _Bands,
+    across: np.ndarray | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Zero-padded separable correlation of ``grid[..., h, w]`` (float64) along ``h`` and ``w``.
 
     Each block is a few BLAS products, each kept under ``_SERIAL_MNK`` multiply-adds; ``grid``
     is kept small by the caller so that it and the intermediate stay in cache. Every product
     is batched per map (numpy's matmul loops over the leading axis), never across maps, so a
     map's result does not depend on which other maps it is smoothed with (the pipeline smooths
-    batch by batch and must give the same bits as one call on all stimuli).
+    batch by batch and must give the same bits as one call on all stimuli). ``across`` and
+    ``out`` (shape ``(maps, h, w)``) are buffers to reuse: a fresh megabyte array costs its page
+    faults at every call.
     """
     h, w = grid.shape[-2:]
     stack = grid.reshape(-1, h, w)
-    across = np.empty_like(stack)
+    across = np.empty_like(stack) if across is None else across
     for lo, hi, a, b, band_t in cols.blocks:
         step = max(1, _SERIAL_MNK // band_t.size)
         for i in range(0, h, step):
             cut = slice(i, i + step)
             np.matmul(stack[:, cut, a:b], band_t, out=across[:, cut, lo:hi])
-    out = np.empty_like(stack)
+    out = np.empty_like(stack) if out is None else out
     for lo, hi, a, b, band in rows.blocks:
         step = max(1, _SERIAL_MNK // band.size)
         for j in range(0, w, step):
@@ -164,51 +183,105 @@ def _as_slice(index: np.ndarray) -> slice | np.ndarray:
 
 
 def _smooth_region_numpy(
-    x: np.ndarray, out: np.ndarray, region: _Region, kernel: np.ndarray, nan_aware: bool
+    x: np.ndarray,
+    out: np.ndarray,
+    region: _Region,
+    kernel: np.ndarray,
+    nan_aware: bool,
+    threads: int,
 ) -> None:
     """Float64 normalised convolution inside one region, from ``x[N, U]`` into ``out[N, U]``.
 
     Maps go through in chunks of about ``_CACHE_CELLS`` grid cells, read from ``x`` and written
     to ``out`` directly: a chunk's grid and intermediates stay in cache and no full-size float64
-    copy of the data is made, whatever the number of maps.
+    copy of the data is made, whatever the number of maps. Chunks are split over ``threads``
+    threads, each with its own buffers; each map is computed alone, so its bits do not depend
+    on the split.
     """
     boxes, h, w = region.shape
     size = boxes * h * w
-    rows, cols = _Bands.of(h, kernel), _Bands.of(w, kernel, transpose=True)
+    rows = _Bands.of(h, kernel, _BLOCK_ROWS)
+    cols = _Bands.of(w, kernel, _BLOCK_COLS, transpose=True)
     cells, units = _as_slice(region.flat), _as_slice(region.units)
+    # a region that fills its boxes (a rectangular area) is its own grid: no zero fill, and
+    # the quotient goes straight into ``out`` when the units are a slice too
+    full = isinstance(cells, slice) and cells == slice(0, size)
+    direct = full and isinstance(units, slice)
+    den = None
     if not nan_aware:
         mask = np.zeros((1, size))
         mask[:, cells] = 1.0
         den = _separable(mask.reshape(1, boxes, h, w), rows, cols).reshape(1, size)[:, cells]
     step = max(1, _CACHE_CELLS // size)
-    for start in range(0, x.shape[0], step):
-        part = slice(start, min(x.shape[0], start + step))
-        vals = np.asarray(x[part, units], dtype=np.float64)
-        grid = np.zeros((vals.shape[0], size))
-        if nan_aware:
-            valid = np.isfinite(vals)
-            grid[:, cells] = np.where(valid, vals, 0.0)
-            mask = np.zeros_like(grid)
-            mask[:, cells] = valid
-            den = _separable(mask.reshape(-1, boxes, h, w), rows, cols)
-            den = den.reshape(-1, size)[:, cells]
-        else:
-            grid[:, cells] = vals
-        num = _separable(grid.reshape(-1, boxes, h, w), rows, cols).reshape(-1, size)
-        with np.errstate(invalid="ignore", divide="ignore"):  # 0 / 0 only at NaN units
-            res = num[:, cells] / den
-        if nan_aware:
-            res[~valid] = np.nan
-        out[part, units] = res
+    parts = [slice(i, min(x.shape[0], i + step)) for i in range(0, x.shape[0], step)]
+
+    def work(todo: list[slice]) -> None:
+        # zeros outside the region's cells are written once; each chunk overwrites the cells
+        grid = np.zeros((step, size))
+        across, num = np.empty((2, step * boxes, h, w))
+        mask = np.zeros((step, size)) if nan_aware else None
+        for part in todo:
+            n = part.stop - part.start
+            g = grid[:n]
+            if full:
+                np.copyto(g, x[part, units], casting="unsafe")
+            else:
+                g[:, cells] = x[part, units]
+            den_part = den
+            if nan_aware:
+                valid = np.isfinite(g[:, cells])
+                g[:, cells] = np.where(valid, g[:, cells], 0.0)
+                mask[:n, cells] = valid
+                den_part = _separable(
+                    mask[:n].reshape(-1, boxes, h, w), rows, cols, across[: n * boxes]
+                ).reshape(n, size)[:, cells]
+            res = _separable(
+                g.reshape(-1, boxes, h, w), rows, cols, across[: n * boxes], num[: n * boxes]
+            ).reshape(n, size)[:, cells]
+            with np.errstate(invalid="ignore", divide="ignore"):  # 0 / 0 only at NaN units
+                if direct and not nan_aware:
+                    np.divide(res, den_part, out=out[part, units], casting="same_kind")
+                    continue
+                res = np.divide(res, den_part, out=res)
+            if nan_aware:
+                res[~valid] = np.nan
+            out[part, units] = res
+
+    workers = min(threads, len(parts)) if x.shape[0] * size >= _THREAD_CELLS else 1
+    if workers <= 1:
+        work(parts)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        for done in [pool.submit(work, parts[i::workers]) for i in range(workers)]:
+            done.result()
+
+
+def thread_count(threads: int | None = None) -> int:
+    """Threads of the numpy backend: ``threads``, else :data:`THREADS`, else the usable cores.
+
+    Raises TopoInputError for a count below 1.
+    """
+    n = threads if threads is not None else THREADS
+    if n is None:
+        usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        return len(usable) if usable else os.cpu_count() or 1
+    if int(n) != n or n < 1:
+        raise TopoInputError(f"smoothing threads must be an integer >= 1, got {n!r}")
+    return int(n)
 
 
 def _smooth_numpy(
-    x: np.ndarray, regions: list[_Region], kernel: np.ndarray, nan_aware: bool, dtype: object
+    x: np.ndarray,
+    regions: list[_Region],
+    kernel: np.ndarray,
+    nan_aware: bool,
+    dtype: object,
+    threads: int,
 ) -> np.ndarray:
     """Smooth ``x[N, U]`` region by region into a new ``dtype`` array."""
     out = np.empty(x.shape, dtype=dtype)
     for region in regions:
-        _smooth_region_numpy(x, out, region, kernel, nan_aware)
+        _smooth_region_numpy(x, out, region, kernel, nan_aware, threads)
     return out
 
 
@@ -332,7 +405,7 @@ def _out_dtype(dtype: object) -> object:
     return dtype if np.issubdtype(dtype, np.floating) else np.dtype(np.float32)
 
 
-def _run_numpy(x, regions: list[_Region], kernel_np: np.ndarray, nan_aware: bool):
+def _run_numpy(x, regions: list[_Region], kernel_np: np.ndarray, nan_aware: bool, threads: int):
     if isinstance(x, torch.Tensor):
         t = x.detach().cpu()
         if t.dtype not in (torch.float64, torch.float32):
@@ -342,14 +415,15 @@ def _run_numpy(x, regions: list[_Region], kernel_np: np.ndarray, nan_aware: bool
     else:
         arr = np.asarray(x)
         dtype = _out_dtype(arr.dtype)
-    out = _smooth_numpy(arr.reshape(-1, arr.shape[-1]), regions, kernel_np, nan_aware, dtype)
+    flat = arr.reshape(-1, arr.shape[-1])
+    out = _smooth_numpy(flat, regions, kernel_np, nan_aware, dtype, threads)
     out = out.reshape(arr.shape)
     if isinstance(x, torch.Tensor):
         return torch.from_numpy(out).to(device=x.device, dtype=_out_dtype(x.dtype))
     return out
 
 
-def _run_torch(x, regions: list[_Region], kernel_np: np.ndarray, nan_aware: bool):
+def _run_torch(x, regions: list[_Region], kernel_np: np.ndarray, nan_aware: bool, threads: int):
     t, was_numpy, dtype = _as_tensor(x)
     shape = t.shape
     work = _work_dtype(t.dtype)
@@ -365,8 +439,17 @@ def _run_torch(x, regions: list[_Region], kernel_np: np.ndarray, nan_aware: bool
     return _back(out.reshape(shape), was_numpy, dtype)
 
 
-def _smooth(x, sheet: Sheet, fwhm_mm: float, across_areas: bool, nan_aware: bool, backend: str):
+def _smooth(
+    x,
+    sheet: Sheet,
+    fwhm_mm: float,
+    across_areas: bool,
+    nan_aware: bool,
+    backend: str,
+    threads: int | None = None,
+):
     backend = _pick_backend(x, backend)
+    n_threads = thread_count(threads)
     sigma = fwhm_to_sigma(fwhm_mm, sheet.mm_per_unit)
     regions = _regions(sheet, across_areas)
     _check_units(tuple(x.shape), sheet)
@@ -374,7 +457,7 @@ def _smooth(x, sheet: Sheet, fwhm_mm: float, across_areas: bool, nan_aware: bool
     if kernel_np.size == 1:
         return x
     run = _run_numpy if backend == "numpy" else _run_torch
-    return run(x, regions, kernel_np, nan_aware)
+    return run(x, regions, kernel_np, nan_aware, n_threads)
 
 
 def smooth_units(
@@ -383,6 +466,7 @@ def smooth_units(
     fwhm_mm: float,
     across_areas: bool = False,
     backend: str = "auto",
+    threads: int | None = None,
 ) -> np.ndarray | torch.Tensor:
     """Gaussian-smooth unit values ``x[..., U]`` (sheet unit order) on the sheet.
 
@@ -400,6 +484,9 @@ def smooth_units(
     backend : {"auto", "numpy", "torch"}
         "auto" (default): numpy (float64, BLAS) for numpy arrays and CPU tensors, torch
         ``conv2d`` for tensors on an accelerator. Forcing one is for tests and benchmarks.
+    threads : int, optional
+        Threads of the numpy backend, each smoothing its own maps (the result does not depend
+        on it). Default: :data:`THREADS`, or when that is None every core this process may use.
 
     Returns
     -------
@@ -408,7 +495,7 @@ def smooth_units(
         float32). The numpy backend computes in float64; torch in float64 for float64 input,
         float32 otherwise.
     """
-    return _smooth(x, sheet, fwhm_mm, across_areas, nan_aware=False, backend=backend)
+    return _smooth(x, sheet, fwhm_mm, across_areas, False, backend, threads)
 
 
 def smooth_map(
@@ -417,13 +504,14 @@ def smooth_map(
     fwhm_mm: float,
     across_areas: bool = False,
     backend: str = "auto",
+    threads: int | None = None,
 ) -> np.ndarray | torch.Tensor:
     """Smooth one or more maps ``values[..., U]`` that may contain NaNs.
 
     Non-finite units are left out of the mask (they neither contribute nor count in the
     normalisation) and stay NaN in the output. Otherwise identical to :func:`smooth_units`.
     """
-    return _smooth(values, sheet, fwhm_mm, across_areas, nan_aware=True, backend=backend)
+    return _smooth(values, sheet, fwhm_mm, across_areas, True, backend, threads)
 
 
 def smoothing_transform(sheet: Sheet, fwhm_mm: float, across_areas: bool = False):
