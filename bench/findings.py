@@ -66,7 +66,8 @@ def tonotopy(c: pd.DataFrame | None) -> tuple[str, str]:
 
 
 def screen_ranks(folder: Path, watch: tuple[str, ...] = ("landscapes", "animals")) -> str:
-    """Categories in rank order with their significant units and clusters."""
+    """Categories in rank order: significant units, clusters, novelty against the known
+    localizers' clusters beside its value under random placement of as many units."""
     path = folder / "categories.csv"
     if not path.is_file():
         return NOT
@@ -75,30 +76,48 @@ def screen_ranks(folder: Path, watch: tuple[str, ...] = ("landscapes", "animals"
     for _, r in cats.iterrows():
         name = f"**{r['category']}**" if r["category"] in watch else str(r["category"])
         parts.append(
-            f"{int(r['rank'])}. {name} ({int(r['n_significant_units'])} units, "
-            f"{int(r['n_clusters'])} clusters, novelty {r['novelty']:.2f})"
+            f"{int(r['rank'])}. {name} {int(r['n_significant_units'])} units, "
+            f"{int(r['n_clusters'])} clusters, novelty {r['novelty']:.2f} (random "
+            f"{r['novelty_random_placement']:.2f}; nearest {r['best_known_match']})"
         )
-    return "; ".join(parts)
+    return "<br>".join(parts)
+
+
+def screen_control(folder: Path) -> str:
+    """Per category: significant units and map Moran's I on the control, from control.csv."""
+    path = folder / "control.csv"
+    if not path.is_file():
+        return NOT
+    c = pd.read_csv(path)
+    return "<br>".join(
+        f"{r['category']} {int(r['n_significant_control'])} units, map I "
+        f"{r['map_moran_i_control']:.3f} (trained {r['map_moran_i_trained']:.3f}, z "
+        f"{r['map_moran_i_difference_z']:.1f})"
+        for _, r in c.iterrows()
+    )
 
 
 def human_r(folder: Path) -> tuple[str, str]:
-    """Mean (range) Pearson r of model vs human fROI profiles, trained and control."""
+    """Per contrast: mean Pearson r over areas of the model fROI's condition profile with the
+    human fROI category's (range of the permutation p), trained and control."""
     path = folder / "metrics.csv"
     if not path.is_file():
         return NOT, NOT
     m = pd.read_csv(path)
-    m = m[m["metric"] == "pearson_r"]
+    m = m[m["metric"] == "pearson_r"].copy()
+    m["contrast"] = m["model_froi"].astype(str).str.split("@").str[0]
     out = []
     for is_control in (False, True):
-        rows = m[m["model"].astype(str).str.contains("control") == is_control]
+        rows = m[m["model"].astype(str).str.endswith("control") == is_control]
         if rows.empty:
             out.append(NOT)
             continue
-        per = ", ".join(
-            f"{r['model_froi']}->{r['human_froi']} {r['value']:.2f} (p {r['p_value']:.2g})"
-            for _, r in rows.iterrows()
+        per = "; ".join(
+            f"{name}->{g['human_froi'].iloc[0]} r {g['value'].mean():.2f} "
+            f"(p {g['p_value'].min():.2f}-{g['p_value'].max():.2f}, {len(g)} areas)"
+            for name, g in rows.groupby("contrast", sort=False)
         )
-        out.append(f"mean r {rows['value'].mean():.2f} over {len(rows)} fROIs: {per}")
+        out.append(f"mean r {rows['value'].mean():.2f}: {per}")
     return out[0], out[1]
 
 
@@ -158,7 +177,7 @@ def table(text_dir: Path, vision: Path, audio: Path) -> str:
         (
             "3. vision: screen of categories-visual (rank order)",
             screen_ranks(vision / "screen"),
-            "control in the same run (`screen/control.csv`)",
+            screen_control(vision / "screen"),
             "Topo-Omni: new landscape and animal networks",
             "`topo screen --model efficientnet-lite0-topo --stimuli categories-visual/ "
             "--from loc --control`",
