@@ -143,12 +143,21 @@ def table(text_dir: Path, vision: Path, audio: Path) -> str:
             text.wall(tt, "localize"),
         ),
         (
-            "2. language: ablate top sentences>nonwords units, next-token loss",
-            text.ablation(text_dir / "abl"),
-            text.ablation(text_dir / "abl-control"),
+            "2. language: ablate the top 1% sentences>nonwords units, next-token loss, "
+            "100 random controls",
+            text.ablation(text_dir / "abl-1pct-100"),
+            "at 20 controls: see the next row",
             "AlKhamissi et al.: top 1% collapses language, random does not (p < 0.01)",
             "`topo intervene --from loc --contrast sentences-nonwords --mode ablate "
-            "--dose 0.5,1,5 --readout lm-loss --controls random --n-controls 100`",
+            "--dose 1 --readout lm-loss --controls random --n-controls 100`",
+            text.wall(tt, "intervene-loc-1pct-100"),
+        ),
+        (
+            "2. language: doses 0.5% and 5% (trained), 0.5 / 1 / 5% (control), 20 controls",
+            text.ablation(text_dir / "abl"),
+            text.ablation(text_dir / "abl-control"),
+            "as above",
+            "`... --dose 0.5,5 --n-controls 20` (trained), `--dose 0.5,1,5` (control)",
             text.wall(tt, "intervene-loc") + " / " + text.wall(tt, "intervene-loc-control"),
         ),
     ]
