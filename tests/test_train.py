@@ -405,3 +405,41 @@ def test_an_adaptor_step_runs_one_forward_and_a_direct_step_two(tiny_model_dir, 
         assert len(calls) == passes, (mode, exact)
         if passes == 1:
             assert float(t_loss) == 0.0
+
+
+def test_direct_mode_distils_from_the_base_model_not_from_itself(
+    tmp_path, tiny_model_dir, stimulus_dirs
+):
+    """Direct mode trains the blocks themselves, so the teacher (``bypass``) must keep running
+    the base weights: after training, the task loss is > 0 and the bypassed output equals a
+    freshly built base model's; resuming keeps the base as the teacher too."""
+    from topocli.training.loop import step_losses, trainable_setup
+
+    stim = load_stimulus_set(stimulus_dirs["text"])
+    model = build_topo_model(tiny_model_dir("bert"), mode="direct")
+    base = build_topo_model(tiny_model_dir("bert"), mode="direct")
+    for m in (model, base):
+        m.train(False)
+    params = trainable_setup(model)
+    with torch.no_grad():
+        for p in params:
+            p.add_(0.05 * torch.randn_like(p))  # as if the spatial loss had moved them
+    batch = _tiny_batch(model, stim, 4)
+    pool = build_neighbourhood_pool(model.sheet, 3.0)
+    t_loss, _ = step_losses(model, batch, pool, 8, torch.Generator().manual_seed(5))
+    assert float(t_loss) > 1e-4
+    with torch.no_grad():
+        with model.bypass():
+            teacher = model.forward(batch.inputs, batch.modality)
+        expected = base.forward(batch.inputs, batch.modality)
+        student = model.forward(batch.inputs, batch.modality)
+    assert torch.allclose(teacher.last_hidden_state, expected.last_hidden_state, atol=1e-6)
+    assert not torch.allclose(student.last_hidden_state, expected.last_hidden_state, atol=1e-3)
+    # a resumed checkpoint: the teacher comes from the base, not from the trained blocks
+    train(model, stim, tmp_path / "d", _config(steps=2, save_every=2))
+    reloaded = load_checkpoint(tmp_path / "d")
+    reloaded.keep_teacher(build_topo_model(tiny_model_dir("bert"), mode="direct"))
+    trainable_setup(reloaded)  # keeps the first teacher
+    with torch.no_grad(), reloaded.bypass():
+        again = reloaded.forward(batch.inputs, batch.modality)
+    assert torch.allclose(again.last_hidden_state, expected.last_hidden_state, atol=1e-6)

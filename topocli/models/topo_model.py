@@ -414,14 +414,52 @@ class TopoModel(nn.Module):
         m = mask.to(torch.float32).unsqueeze(-1)
         return (z.float() * m).sum(1) / m.sum(1).clamp_min(1.0)
 
+    def keep_teacher(self, base: TopoModel | None = None) -> None:
+        """Remember the recorded blocks' base weights: direct-mode training changes them, and
+        :meth:`bypass` must still run the base model (the distillation teacher).
+
+        ``base``: a model with the same blocks holding the base weights (to resume a trained
+        checkpoint); by default the blocks' weights as they are now. Kept once: a second call
+        keeps the first teacher."""
+        if getattr(self, "_teacher", None):
+            return
+        source = base if base is not None else self
+        self._teacher = {
+            name: p.detach().clone().to(self.device)
+            for b in source.blocks
+            for name, p in b.module.named_parameters(prefix=b.name)
+        }
+
     @contextmanager
     def bypass(self):
-        """Run the bare backbone: no adaptors, no edits, no recording (the frozen teacher)."""
+        """Run the bare backbone: no adaptors, no edits, no recording (the frozen teacher).
+
+        After :meth:`keep_teacher` (direct-mode training), the recorded blocks run with their
+        kept weights too, swapped in for the duration (no copy)."""
         previous, self._bypass = self._bypass, True
+        swapped = self._swap_teacher()
         try:
             yield
         finally:
+            self._swap_teacher(swapped)
             self._bypass = previous
+
+    def _swap_teacher(self, params: list | None = None) -> list:
+        teacher = getattr(self, "_teacher", None)
+        if not teacher:
+            return []
+        if params is None:
+            params = [
+                (p, teacher[name])
+                for b in self.blocks
+                for name, p in b.module.named_parameters(prefix=b.name)
+            ]
+        with torch.no_grad():
+            for p, kept in params:
+                if kept.device != p.device:  # the model moved after the teacher was kept
+                    kept.data = kept.data.to(p.device)
+                p.data, kept.data = kept.data, p.data
+        return params
 
     def output_is_the_backbones(self) -> bool:
         """True when the forward output equals the bare backbone's by construction.

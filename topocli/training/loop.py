@@ -428,6 +428,8 @@ def trainable_setup(model: TopoModel) -> list[torch.nn.Parameter]:
     if model.mode == "adaptor":
         params = [a.weight for a in model.adaptors]
     else:
+        # the teacher is the base model: keep the blocks' weights before they train
+        model.keep_teacher()
         params = []
         for b in model.blocks:
             for p in b.module.parameters():

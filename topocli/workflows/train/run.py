@@ -355,6 +355,11 @@ def _load_for_resume(ctx, out: Path, meta: dict, build: dict):
     seed_everything(ctx.seed)
     with ctx.status("loading checkpoint"):
         model = load_checkpoint(out, dtype=dtype, trust_remote_code=ctx.trust_remote_code)
+        if model.mode == "direct":
+            # the distillation teacher is the base model, not the trained blocks
+            from topocli.models.checkpoint import identity_control
+
+            model.keep_teacher(identity_control(model))
     return model.to(device)
 
 
