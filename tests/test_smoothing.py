@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import warnings
 
@@ -15,6 +16,14 @@ from topocli.sheet import AreaSpec, Sheet
 from topocli.stats.smoothing import fwhm_to_sigma, gaussian_kernel1d, smooth_map, smooth_units
 
 SPECS = [AreaSpec("a", 300), AreaSpec("b", 210), AreaSpec("c", 77)]
+# the compiled CPU backend; without numba these cases skip and the numpy backend runs instead
+NUMBA = pytest.param(
+    "numba",
+    marks=pytest.mark.skipif(
+        importlib.util.find_spec("numba") is None, reason="needs numba: pip install numba"
+    ),
+)
+CPU_BACKENDS = [NUMBA, "numpy"]
 
 
 def _stacked(mm_per_unit: float = 1.0, permutation_seed: int | None = None) -> Sheet:
@@ -278,7 +287,7 @@ DENSE_SHEETS = {
 }
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("backend", [NUMBA, "numpy", "torch"])
 @pytest.mark.parametrize("fwhm", [1.5, 4.0, 9.0, 1e6])
 @pytest.mark.parametrize("name", sorted(DENSE_SHEETS))
 def test_both_backends_equal_a_dense_float64_oracle(name, fwhm, backend):
@@ -288,7 +297,7 @@ def test_both_backends_equal_a_dense_float64_oracle(name, fwhm, backend):
     np.testing.assert_allclose(got, _dense_oracle(x, sheet, fwhm, False), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("backend", [NUMBA, "numpy", "torch"])
 @pytest.mark.parametrize("across", [False, True])
 def test_nan_aware_and_across_areas_equal_the_dense_oracle(across, backend):
     sheet = DENSE_SHEETS["stacked-permuted"]()
@@ -301,19 +310,32 @@ def test_nan_aware_and_across_areas_equal_the_dense_oracle(across, backend):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, equal_nan=True)
 
 
-def test_numpy_path_is_float64_even_for_float32_input():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_cpu_paths_are_float64_even_for_float32_input(backend):
     """float32 in -> float32 out, rounded once from the float64 result (torch used float32)."""
     sheet = DENSE_SHEETS["stacked"]()
     x = np.random.default_rng(13).normal(size=(5, sheet.n_units)).astype(np.float32)
-    got = smooth_units(x, sheet, 4.0)
+    got = smooth_units(x, sheet, 4.0, backend=backend)
     assert got.dtype == np.float32
-    want = _dense_oracle(x.astype(np.float64), sheet, 4.0, False).astype(np.float32)
+    want64 = _dense_oracle(x.astype(np.float64), sheet, 4.0, False)
+    want = want64.astype(np.float32)
     np.testing.assert_array_equal(got, want)
-    as_tensor = smooth_units(torch.from_numpy(x), sheet, 4.0)
+    as_tensor = smooth_units(torch.from_numpy(x), sheet, 4.0, backend=backend)
     assert as_tensor.dtype == torch.float32
     np.testing.assert_array_equal(as_tensor.numpy(), want)
-    ints = smooth_units(np.arange(sheet.n_units) % 7, sheet, 4.0)
+    ints = smooth_units(np.arange(sheet.n_units) % 7, sheet, 4.0, backend=backend)
     assert ints.dtype == np.float32
+    np.testing.assert_array_equal(
+        ints, _dense_oracle(np.arange(sheet.n_units) % 7, sheet, 4.0, False)[0].astype(np.float32)
+    )
+    half = smooth_units(x.astype(np.float16), sheet, 4.0, backend=backend)
+    assert half.dtype == np.float16
+    want_half = _dense_oracle(x.astype(np.float16).astype(np.float64), sheet, 4.0, False)
+    np.testing.assert_array_equal(half, want_half.astype(np.float16))
+    strided = np.asfortranarray(x.astype(np.float64))[:, ::-1][:, ::-1]  # not C-contiguous
+    np.testing.assert_allclose(
+        smooth_units(strided, sheet, 4.0, backend=backend), want64, rtol=0, atol=1e-12
+    )
 
 
 def test_blocks_and_split_products_change_nothing(monkeypatch):
@@ -332,7 +354,7 @@ def test_blocks_and_split_products_change_nothing(monkeypatch):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
 
 
-def test_auto_backend_on_cpu_is_numpy_and_unknown_backend_is_refused(monkeypatch):
+def test_auto_backend_on_cpu_is_a_cpu_one_and_unknown_backend_is_refused(monkeypatch):
     from topocli.stats import smoothing
 
     sheet = _stacked()
@@ -347,24 +369,73 @@ def test_auto_backend_on_cpu_is_numpy_and_unknown_backend_is_refused(monkeypatch
         smooth_units(np.zeros(sheet.n_units), sheet, 3.0, backend="cuda")
 
 
-def test_a_map_gives_the_same_bits_whatever_batch_it_is_smoothed_in():
+@pytest.mark.parametrize("numba", [NUMBA, "missing"])
+def test_auto_takes_numba_when_installed_else_numpy_with_the_same_numbers(numba, monkeypatch):
+    from topocli.stats import smoothing
+
+    if numba == "missing":
+        why = "numba is not installed (pip install numba)"
+        monkeypatch.setattr(smoothing, "_NUMBA", {"module": None, "why": why})
+    sheet = DENSE_SHEETS["stacked-permuted"]()
+    x = np.random.default_rng(18).normal(size=(3, sheet.n_units))
+    ran = []
+    for name in ("_smooth_numba", "_smooth_numpy"):
+        real = getattr(smoothing, name)
+        monkeypatch.setattr(
+            smoothing, name, lambda *a, _real=real, _name=name: ran.append(_name) or _real(*a)
+        )
+    got = smooth_units(x, sheet, 4.0)
+    want = "_smooth_numba" if numba == "numba" else "_smooth_numpy"
+    assert ran == [want] and smoothing.cpu_backend() == want.removeprefix("_smooth_")
+    np.testing.assert_allclose(got, _dense_oracle(x, sheet, 4.0, False), rtol=0, atol=1e-12)
+    if numba == "missing":
+        with pytest.raises(TopoInputError, match="pip install numba"):
+            smooth_units(x, sheet, 4.0, backend="numba")
+
+
+def test_a_broken_numba_is_said_and_the_numpy_backend_runs(monkeypatch):
+    from topocli.errors import TopoWarning
+    from topocli.stats import smoothing
+
+    def broken():
+        raise RuntimeError("cannot cache function 'separable': no locator available for file")
+
+    monkeypatch.setattr(smoothing, "_NUMBA", {})
+    monkeypatch.setattr(smoothing, "_import_kernels", broken)
+    sheet = _stacked()
+    x = np.random.default_rng(19).normal(size=(2, sheet.n_units))
+    with pytest.warns(TopoWarning, match="NUMBA_CACHE_DIR"):
+        got = smooth_units(x, sheet, 4.0)
+    assert smoothing.cpu_backend() == "numpy"
+    np.testing.assert_array_equal(got, smooth_units(x, sheet, 4.0, backend="numpy"))
+    with pytest.raises(TopoInputError, match="cannot be used"):
+        smooth_units(x, sheet, 4.0, backend="numba")
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_a_map_gives_the_same_bits_whatever_batch_it_is_smoothed_in(backend):
     """The pipeline smooths batch by batch; one call on every map must give the same bits."""
     sheet = DENSE_SHEETS["stacked-permuted"]()
     x = np.random.default_rng(15).normal(size=(23, sheet.n_units)).astype(np.float32)
-    whole = smooth_units(x, sheet, 4.0)
-    parts = np.concatenate([smooth_units(x[i : i + 4], sheet, 4.0) for i in range(0, 23, 4)])
-    np.testing.assert_array_equal(parts, whole)
+    whole = smooth_units(x, sheet, 4.0, backend=backend)
+    parts = [smooth_units(x[i : i + 4], sheet, 4.0, backend=backend) for i in range(0, 23, 4)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
     v = x.astype(np.float64)
     v[:, ::7] = np.nan
     v[3] = np.nan  # a map with nothing finite stays all NaN, without a warning
+    v[[6, 9], 11] = np.nan  # two maps with a pattern of their own
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        got = smooth_map(v, sheet, 4.0)
+        got = smooth_map(v, sheet, 4.0, backend=backend)
     assert np.isnan(got[3]).all()
-    np.testing.assert_array_equal(np.concatenate([smooth_map(v[:5], sheet, 4.0), got[5:]]), got)
+    first = smooth_map(v[:5], sheet, 4.0, backend=backend)
+    np.testing.assert_array_equal(np.concatenate([first, got[5:]]), got)
+    alone = [smooth_map(v[i], sheet, 4.0, backend=backend) for i in (6, 9, 12)]
+    np.testing.assert_array_equal(np.stack(alone), got[[6, 9, 12]])
 
 
-def test_threads_split_the_maps_and_change_no_bit(monkeypatch):
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_threads_split_the_maps_and_change_no_bit(backend, monkeypatch):
     """Each thread smooths its own maps: any thread count gives the one-thread bits."""
     from topocli.stats import smoothing
 
@@ -383,25 +454,83 @@ def test_threads_split_the_maps_and_change_no_bit(monkeypatch):
     x = rng.normal(size=(9, sheet.n_units)).astype(np.float32)
     v = x.astype(np.float64)
     v[rng.random(v.shape) < 0.1] = np.nan
-    one, one_nan = smooth_units(x, sheet, 4.0, threads=1), smooth_map(v, sheet, 4.0, threads=1)
+    one = smooth_units(x, sheet, 4.0, threads=1, backend=backend)
+    one_nan = smooth_map(v, sheet, 4.0, threads=1, backend=backend)
     assert started == []
     for threads in (2, 3, 16):
-        np.testing.assert_array_equal(smooth_units(x, sheet, 4.0, threads=threads), one)
-        np.testing.assert_array_equal(smooth_map(v, sheet, 4.0, threads=threads), one_nan)
-    assert started and max(started) == 9  # never more threads than chunks
+        got = smooth_units(x, sheet, 4.0, threads=threads, backend=backend)
+        np.testing.assert_array_equal(got, one)
+        got = smooth_map(v, sheet, 4.0, threads=threads, backend=backend)
+        np.testing.assert_array_equal(got, one_nan)
+    assert started and max(started) == 9  # never more threads than chunks (maps, here)
     want = _dense_oracle(x.astype(np.float64), sheet, 4.0, False).astype(np.float32)
     np.testing.assert_array_equal(one, want)
+    want_nan = _dense_oracle(v, sheet, 4.0, False)
+    np.testing.assert_allclose(one_nan, want_nan, rtol=0, atol=1e-12, equal_nan=True)
     with pytest.raises(TopoInputError, match="threads"):
-        smooth_units(x, sheet, 4.0, threads=0)
+        smooth_units(x, sheet, 4.0, threads=0, backend=backend)
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("nan", [False, True])
-def test_rectangular_areas_are_their_own_grid_and_equal_the_oracle(nan):
+def test_rectangular_areas_are_their_own_grid_and_equal_the_oracle(nan, backend):
     """Areas that fill their boxes skip the zero-filled grid and divide straight into out."""
     sheet = Sheet.build([AreaSpec("a", 12 * 16), AreaSpec("b", 12 * 16)], "stacked", width=16)
     x = np.random.default_rng(17).normal(size=(3, sheet.n_units))
     if nan:
         x[0, [5, 40, 300]] = np.nan
-    got = smooth_map(x, sheet, 5.0) if nan else smooth_units(x, sheet, 5.0)
+    smooth = smooth_map if nan else smooth_units
+    got = smooth(x, sheet, 5.0, backend=backend)
     np.testing.assert_allclose(got, _dense_oracle(x, sheet, 5.0, False), rtol=0, atol=1e-12)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(x))
+
+
+# ---------------------------------------------------------------- the numba CPU path (issue 16)
+def test_nan_patterns_group_the_maps_that_share_one():
+    from topocli.stats.smoothing import _nan_patterns
+
+    v = np.ones((6, 10))
+    v[[0, 2, 5], 3] = np.nan
+    v[[1, 3], 7] = np.inf
+    assert _nan_patterns(v).tolist() == [0, 1, 0, 1, 2, 0]
+    assert _nan_patterns(np.ones((3, 4))).tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("fwhm", [4.0, 8.0])
+def test_numba_equals_the_blas_path_on_a_large_rectangular_sheet(fwhm):
+    """The benchmark's geometry (one rectangular area, read in place), scaled down: 1e-12."""
+    pytest.importorskip("numba", reason="needs numba: pip install numba")
+    sheet = Sheet.build([AreaSpec("sheet", 76 * 128)], "stacked", width=128)
+    rng = np.random.default_rng(20)
+    x = rng.standard_normal((4, sheet.n_units)).astype(np.float32)
+    got = smooth_units(x.astype(np.float64), sheet, fwhm, backend="numba")
+    blas = smooth_units(x.astype(np.float64), sheet, fwhm, backend="numpy")
+    assert np.abs(got - blas).max() <= 1e-12 * np.abs(blas).max()
+    # against scipy's own filter as normalised convolution (mask = the whole grid)
+    sigma = fwhm_to_sigma(fwhm, sheet.mm_per_unit)
+    grids = x.astype(np.float64).reshape(4, 76, 128)
+
+    def filt(a: np.ndarray) -> np.ndarray:
+        return ndimage.gaussian_filter(a, (0, sigma, sigma), mode="constant", truncate=3.0)
+
+    want = (filt(grids) / filt(np.ones((1, 76, 128)))).reshape(x.shape)
+    assert np.abs(got - want).max() <= 1e-12 * np.abs(want).max()
+    got32 = smooth_units(x, sheet, fwhm, backend="numba")
+    assert got32.dtype == np.float32
+    np.testing.assert_array_equal(got32, got.astype(np.float32))
+
+
+def test_numba_shares_the_mask_pass_between_maps_with_one_nan_pattern():
+    """Maps interleaved over three NaN patterns (and none): each equals the dense oracle."""
+    pytest.importorskip("numba", reason="needs numba: pip install numba")
+    sheet = DENSE_SHEETS["stacked-permuted"]()
+    rng = np.random.default_rng(21)
+    v = rng.normal(size=(9, sheet.n_units))
+    holes = [rng.random(sheet.n_units) < 0.2 for _ in range(3)]
+    for i in range(8):  # map 8 keeps every unit
+        v[i, holes[i % 3]] = np.nan
+    for across in (False, True):
+        got = smooth_map(v, sheet, 5.0, across_areas=across, backend="numba")
+        want = _dense_oracle(v, sheet, 5.0, across)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(v))
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, equal_nan=True)

@@ -91,6 +91,7 @@ VERSIONED_PACKAGES = (
     "nibabel",
     "nilearn",
     "pandas",
+    "numba",
 )
 
 

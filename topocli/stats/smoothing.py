@@ -14,21 +14,30 @@ the value towards zero. By default the mask is one area at a time, so nothing le
 into another; ``across_areas=True`` uses every cell holding a unit, which is meaningful only on a
 ``stacked`` (contiguous) sheet.
 
-Two backends compute the same thing:
+Three backends compute the same thing:
 
-- ``"numpy"`` (every CPU input): float64 throughout. Each 1-D pass is a banded Toeplitz product
-  computed block by block with BLAS (a block of ``B`` outputs reads ``B + 2 r`` inputs), a few
-  maps at a time so that they stay in cache, the chunks of maps split over the cores
-  (``threads``). Exact: the same sums in another order (about 1e-16 relative). On 100 maps of
-  304 x 512 it is several times faster than ``conv2d`` on CPU; against
-  ``scipy.ndimage.gaussian_filter`` see ``bench/smoothing.py`` and ``docs/performance.md``.
-  (Direct shifted-add passes in numpy and ``scipy.ndimage.correlate1d`` were measured too and
-  are slower.)
+- ``"numba"`` (CPU input, when numba is installed): float64 throughout, a compiled direct
+  separable filter (``topocli.stats._smoothing_numba``): ``r + 1`` multiplies per output and
+  pass, each map read once and smoothed in cache, the mask pass run once per region (or once
+  per NaN pattern in :func:`smooth_map`), maps split over ``threads``. About 3x
+  ``scipy.ndimage.gaussian_filter`` on one thread (``bench/smoothing.py``). Compiled on first
+  use and cached on disk (numba's ``cache=True``: ``__pycache__`` beside the module, else the
+  user cache, ``~/.cache/numba``, or ``NUMBA_CACHE_DIR``).
+- ``"numpy"`` (CPU input without numba, or forced): float64 throughout. Each 1-D pass is a
+  banded Toeplitz product computed block by block with BLAS (a block of ``B`` outputs reads
+  ``B + 2 r`` inputs), a few maps at a time so that they stay in cache, the chunks of maps
+  split over the cores (``threads``). Exact: the same sums in another order (about 1e-16
+  relative). On 100 maps of 304 x 512 it is several times faster than ``conv2d`` on CPU and
+  1.1-2x ``scipy.ndimage.gaussian_filter``; see ``bench/smoothing.py`` and
+  ``docs/performance.md``. (Direct shifted-add passes in numpy and
+  ``scipy.ndimage.correlate1d`` were measured too and are slower.)
 - ``"torch"`` (tensors on an accelerator): ``torch.nn.functional.conv2d`` on the input's device,
   in float64 for float64 input and float32 otherwise.
 
-``backend="auto"`` picks numpy for numpy arrays and CPU tensors, torch for other devices. Either
-way the input's type, device, shape and floating dtype come back (integers come back float32).
+``backend="auto"`` picks numba (else numpy) for numpy arrays and CPU tensors, torch for other
+devices; numba and numpy agree to about 1e-16 relative (float64 sums in another order), so the
+one that is installed is the one that runs (:func:`cpu_backend` says which). Either way the
+input's type, device, shape and floating dtype come back (integers come back float32).
 """
 
 from __future__ import annotations
@@ -42,12 +51,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from topocli.errors import TopoInputError
+from topocli.errors import TopoInputError, warn
 from topocli.sheet import Sheet
 
 TRUNCATE = 3.0
 FWHM_PER_SIGMA = math.sqrt(8.0 * math.log(2.0))
-BACKENDS = ("auto", "numpy", "torch")
+BACKENDS = ("auto", "numba", "numpy", "torch")
 # Outputs per block of a banded product: small enough that the 2 r halo stays cheap, large
 # enough for BLAS to run near its peak. Measured on a 304 x 512 sheet, r = 5 and 10: 32 for the
 # pass along the contiguous axis (a (rows x (B + 2r)) @ ((B + 2r) x B) product), 16 for the
@@ -256,6 +265,134 @@ def _smooth_region_numpy(
             done.result()
 
 
+_NUMBA: dict[str, object] = {}
+
+
+def _numba_kernels():
+    """The compiled kernels module, or None with the reason kept in ``_NUMBA["why"]``.
+
+    Imported once, on first use: numba costs about half a second to import. numba not
+    installed is not an error (the numpy backend gives the same numbers); numba installed but
+    unusable (e.g. built for another numpy, or no writable cache directory) is said once.
+    """
+    if "module" not in _NUMBA:
+        module, why = None, ""
+        try:
+            module = _import_kernels()
+        except ModuleNotFoundError as exc:
+            if exc.name == __name__.rpartition(".")[0] + "._smoothing_numba":
+                raise  # topo itself is broken, not numba
+            if exc.name != "numba":
+                why = f"numba is installed but cannot be imported ({exc})"
+            else:
+                why = "numba is not installed (pip install numba)"
+        except Exception as exc:  # noqa: BLE001 - whatever a broken numba install raises
+            why = f"numba is installed but cannot be used ({type(exc).__name__}: {exc})"
+            if "cache" in str(exc).lower():
+                why += "; set NUMBA_CACHE_DIR to a writable folder"
+        if why and not why.startswith("numba is not installed"):
+            warn(f"smoothing runs on its numpy backend (the same numbers, slower): {why}")
+        _NUMBA.update(module=module, why=why)
+    return _NUMBA["module"]
+
+
+def _import_kernels():
+    """Import the kernels (a function of its own, so that tests can make it fail)."""
+    from topocli.stats import _smoothing_numba
+
+    return _smoothing_numba
+
+
+def cpu_backend() -> str:
+    """The backend ``backend="auto"`` uses on CPU: ``"numba"`` when it can run, else ``"numpy"``."""
+    return "numba" if _numba_kernels() is not None else "numpy"
+
+
+def _smooth_region_numba(
+    x: np.ndarray,
+    out: np.ndarray,
+    region: _Region,
+    kernel: np.ndarray,
+    nan_aware: bool,
+    threads: int,
+) -> None:
+    """Float64 normalised convolution inside one region with the compiled kernels.
+
+    ``x`` (float32 or float64) and ``out`` (float32 or float64) are C-contiguous ``[N, U]``.
+    The mask pass runs once for the region, or with ``nan_aware`` once per NaN pattern and
+    thread (the maps sorted by pattern, so that maps sharing one share its pass). The maps
+    are split over ``threads`` threads in contiguous runs; each map is computed alone, so its
+    bits depend on neither the split nor the other maps.
+    """
+    kernels = _numba_kernels()
+    boxes, h, w = region.shape
+    size = boxes * h * w
+    cells, units = _as_slice(region.flat), _as_slice(region.units)
+    if isinstance(units, slice) and isinstance(cells, slice) and cells == slice(0, size):
+        u0, cell_unit = units.start, np.zeros(1, np.int64)  # a rectangular area: read in place
+    else:
+        u0, cell_unit = -1, np.full(size, -1, np.int64)
+        cell_unit[region.flat] = region.units
+    maps = np.arange(x.shape[0], dtype=np.int64)
+    pattern = np.zeros(x.shape[0], np.int64)
+    den = np.empty(size)
+    if nan_aware:
+        pattern = _nan_patterns(x[:, units])
+        maps = np.argsort(pattern, kind="stable")
+        pattern = pattern[maps]
+    else:
+        mask = np.zeros(size)
+        mask[region.flat] = 1.0
+        kernels.separable(mask, region.shape, kernel, den)
+    workers = min(threads, x.shape[0]) if x.shape[0] * size >= _THREAD_CELLS else 1
+
+    def work(part: slice) -> None:
+        den_part = np.empty(size) if nan_aware else den  # each thread its own mask passes
+        todo, ids = maps[part], pattern[part]
+        kernels.smooth_maps(
+            x, out, todo, ids, u0, cell_unit, region.shape, kernel, den_part, nan_aware
+        )
+
+    bounds = np.linspace(0, x.shape[0], workers + 1).astype(int)
+    parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    if workers <= 1:
+        work(parts[0])
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        for done in [pool.submit(work, part) for part in parts]:
+            done.result()
+
+
+def _nan_patterns(values: np.ndarray) -> np.ndarray:
+    """An id per row of ``values`` (``[N, n]``): rows with the same non-finite cells share one."""
+    valid = np.isfinite(values)
+    if valid.all():
+        return np.zeros(values.shape[0], np.int64)
+    ids: dict[bytes, int] = {}
+    packed = np.packbits(valid, axis=1)
+    return np.array([ids.setdefault(row.tobytes(), len(ids)) for row in packed], np.int64)
+
+
+def _smooth_numba(
+    x: np.ndarray,
+    regions: list[_Region],
+    kernel: np.ndarray,
+    nan_aware: bool,
+    dtype: object,
+    threads: int,
+) -> np.ndarray:
+    """Smooth ``x[N, U]`` region by region into a new ``dtype`` array with the compiled kernels."""
+    # two compiled versions only (each costs seconds to compile): float32 -> float32 (the
+    # pipeline's batches) and float64 -> float64; any other input is converted exactly to
+    # float64 and the float64 result rounded once to the returned dtype
+    work = np.float32 if x.dtype == np.float32 and dtype == np.float32 else np.float64
+    x = np.ascontiguousarray(x, dtype=work)
+    out = np.empty(x.shape, dtype=work)
+    for region in regions:
+        _smooth_region_numba(x, out, region, kernel, nan_aware, threads)
+    return out.astype(dtype, copy=False)
+
+
 def thread_count(threads: int | None = None) -> int:
     """Threads of the numpy backend: ``threads``, else :data:`THREADS`, else the usable cores.
 
@@ -392,10 +529,12 @@ def _smooth_region(
 def _pick_backend(x: np.ndarray | torch.Tensor, backend: str) -> str:
     if backend not in BACKENDS:
         raise TopoInputError(f"smoothing backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "numba" and _numba_kernels() is None:
+        raise TopoInputError(f"smoothing backend 'numba' cannot run: {_NUMBA['why']}")
     if backend != "auto":
         return backend
     on_cpu = not isinstance(x, torch.Tensor) or x.device.type == "cpu"
-    return "numpy" if on_cpu else "torch"
+    return cpu_backend() if on_cpu else "torch"
 
 
 def _out_dtype(dtype: object) -> object:
@@ -405,7 +544,15 @@ def _out_dtype(dtype: object) -> object:
     return dtype if np.issubdtype(dtype, np.floating) else np.dtype(np.float32)
 
 
-def _run_numpy(x, regions: list[_Region], kernel_np: np.ndarray, nan_aware: bool, threads: int):
+def _run_cpu(
+    x,
+    regions: list[_Region],
+    kernel_np: np.ndarray,
+    nan_aware: bool,
+    threads: int,
+    compiled: bool = False,
+):
+    """The CPU backends: numpy (``compiled`` False) or numba, on a numpy view of ``x``."""
     if isinstance(x, torch.Tensor):
         t = x.detach().cpu()
         if t.dtype not in (torch.float64, torch.float32):
@@ -416,7 +563,8 @@ def _run_numpy(x, regions: list[_Region], kernel_np: np.ndarray, nan_aware: bool
         arr = np.asarray(x)
         dtype = _out_dtype(arr.dtype)
     flat = arr.reshape(-1, arr.shape[-1])
-    out = _smooth_numpy(flat, regions, kernel_np, nan_aware, dtype, threads)
+    run = _smooth_numba if compiled else _smooth_numpy
+    out = run(flat, regions, kernel_np, nan_aware, dtype, threads)
     out = out.reshape(arr.shape)
     if isinstance(x, torch.Tensor):
         return torch.from_numpy(out).to(device=x.device, dtype=_out_dtype(x.dtype))
@@ -456,8 +604,9 @@ def _smooth(
     kernel_np = gaussian_kernel1d(sigma, max_radius=max(sheet.grid_shape))
     if kernel_np.size == 1:
         return x
-    run = _run_numpy if backend == "numpy" else _run_torch
-    return run(x, regions, kernel_np, nan_aware, n_threads)
+    if backend == "torch":
+        return _run_torch(x, regions, kernel_np, nan_aware, n_threads)
+    return _run_cpu(x, regions, kernel_np, nan_aware, n_threads, compiled=backend == "numba")
 
 
 def smooth_units(
@@ -481,18 +630,20 @@ def smooth_units(
     across_areas : bool
         False (default): smooth inside each area separately, nothing crosses an area border.
         True: smooth over every unit of a ``stacked`` sheet (TopoInputError on ``tiled``).
-    backend : {"auto", "numpy", "torch"}
-        "auto" (default): numpy (float64, BLAS) for numpy arrays and CPU tensors, torch
-        ``conv2d`` for tensors on an accelerator. Forcing one is for tests and benchmarks.
+    backend : {"auto", "numba", "numpy", "torch"}
+        "auto" (default): for numpy arrays and CPU tensors numba (float64, compiled direct
+        filter) when it is installed, else numpy (float64, BLAS), the same numbers to about
+        1e-16 (:func:`cpu_backend`); torch ``conv2d`` for tensors on an accelerator. Forcing
+        one is for tests and benchmarks ("numba" without numba: TopoInputError).
     threads : int, optional
-        Threads of the numpy backend, each smoothing its own maps (the result does not depend
+        Threads of the CPU backends, each smoothing its own maps (the result does not depend
         on it). Default: :data:`THREADS`, or when that is None every core this process may use.
 
     Returns
     -------
     ndarray or Tensor
         Same type, shape and device as ``x``; floating dtypes are kept (integers come back as
-        float32). The numpy backend computes in float64; torch in float64 for float64 input,
+        float32). The CPU backends compute in float64; torch in float64 for float64 input,
         float32 otherwise.
     """
     return _smooth(x, sheet, fwhm_mm, across_areas, False, backend, threads)
