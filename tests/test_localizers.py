@@ -260,10 +260,10 @@ def test_user_stimulus_root(tmp_path):
     assert loc.stimulus_folders(tmp_path)["non_vocal"] == tmp_path / "non_vocal"
 
 
-def test_baseline_only_for_text():
+def test_baseline_pools_by_modality():
     assert baseline_pool().is_dir()
-    with pytest.raises(TopoInputError, match="no shipped baseline"):
-        baseline_pool("image")
+    with pytest.raises(TopoInputError, match="no baseline pool for modality 'video'"):
+        baseline_pool("video")
 
 
 # --------------------------------------------------------------------------- shipped stimuli

@@ -93,3 +93,36 @@ def test_a_shipped_checkpoint_and_its_control_load_offline(name):
     assert all(torch.equal(w, torch.eye(w.shape[0])) for w in identity)
     # trained: not the identity (the spatial loss moved W)
     assert all(float((w - torch.eye(w.shape[0])).abs().max()) > 1e-2 for w in trained)
+
+
+@pytest.mark.slow
+def test_one_folder_of_photos_is_screened_against_the_built_image_baseline(
+    tmp_path, monkeypatch, tiny_model_dir
+):
+    """`topo screen --stimuli animals/` (photos, no --model, no --against): the image default
+    runs against the mixed image baseline (the categories-visual build, pooled); photos copied
+    from that build are left out of the baseline, never on both sides."""
+    import shutil
+
+    from topocli.cli import main
+    from topocli.errors import TopoInputError
+    from topocli.stimuli.localizers import baseline_pool
+
+    try:
+        pool = baseline_pool("image")
+    except TopoInputError as exc:
+        pytest.skip(f"the image baseline cannot be built here: {exc}")
+    animals = tmp_path / "animals"
+    animals.mkdir()
+    for src in sorted((pool / "animals").iterdir())[:6]:
+        shutil.copy(src, animals / src.name)
+    vit = str(tiny_model_dir("vit"))
+    monkeypatch.setitem(registry.DEFAULT_BY_MODALITY, "image", vit)
+    out = tmp_path / "screen"
+    assert main(["screen", "--stimuli", str(animals), "--out", str(out), "--quiet"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["parameters"]["model"] == vit
+    import pandas as pd
+
+    cats = pd.read_csv(out / "categories.csv")
+    assert list(cats["category"]) == ["animals"] and set(cats["reference"]) == {"baseline"}

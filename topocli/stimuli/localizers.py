@@ -358,19 +358,32 @@ def shipped_category_sets() -> Path:
     return library_root() / "categories"
 
 
+# images and sounds ship no files: their mixed baseline is a build from installed packages
+BUILT_BASELINES = {"image": "categories-visual", "audio": "voice"}
+
+
 def baseline_pool(modality: str = "text") -> Path:
-    """Folder of the shipped mixed baseline pool for a modality (text only).
+    """Folder of the mixed baseline pool for a modality.
+
+    Text: the shipped neutral sentences (``localizers/baseline``). Images: every category of
+    the ``categories-visual`` build (people, animals, food, vehicles, plants, household, town,
+    landscapes); audio: the ``voice`` build (vocal and non-vocal sounds); each built once into
+    the stimuli cache (``topo stimuli build``) and pooled into one condition by the screen.
 
     Raises
     ------
     TopoInputError
-        For a modality with no shipped baseline.
+        For a modality with no baseline, or when the build's Debian packages are missing.
     """
-    if modality != "text":
-        raise TopoInputError(
-            f"no shipped baseline pool for modality {modality!r} (only text); pass --against DIR"
-        )
-    return library_root() / "baseline"
+    if modality == "text":
+        return library_root() / "baseline"
+    if modality in BUILT_BASELINES:
+        from topocli.stimuli.builders.build import cached_build
+
+        return cached_build(BUILT_BASELINES[modality])
+    raise TopoInputError(
+        f"no baseline pool for modality {modality!r} (text, image, audio); pass --against DIR"
+    )
 
 
 def load_localizer(name_or_path: str | Path) -> Localizer:

@@ -33,12 +33,33 @@ def shipped_categories(modality: str = "text") -> StimulusSet:
     return load_stimulus_set(folder)
 
 
-def shipped_baseline(modality: str = "text") -> StimulusSet:
-    """The project's shipped mixed baseline pool (``localizers/baseline``) for a modality."""
+def shipped_baseline(modality: str = "text", categories: StimulusSet | None = None) -> StimulusSet:
+    """The project's mixed baseline pool for a modality (:func:`~topocli.stimuli.localizers.
+    baseline_pool`: shipped sentences, or a cached build for images and sounds).
+
+    A built pool may hold files a user's category also holds (a folder copied from the same
+    build): those stimuli are left out of the baseline, with a warning, so that no stimulus is
+    on both sides of the contrast.
+    """
+    from topocli.errors import warn
     from topocli.stimuli.localizers import baseline_pool
     from topocli.stimuli.stimulus_set import load_stimulus_set
 
-    return load_stimulus_set(baseline_pool(modality))
+    pool = load_stimulus_set(baseline_pool(modality))
+    if modality == "text" or categories is None:
+        return pool
+    def digest(s: Stimulus) -> str:
+        return hashlib.sha256(s.content_bytes()).hexdigest()
+
+    screened = {digest(s) for s in categories.stimuli}
+    keep = [s for s in pool.stimuli if digest(s) not in screened]
+    if len(keep) < len(pool.stimuli):
+        warn(
+            f"{len(pool.stimuli) - len(keep)} stimuli of the {modality} baseline pool "
+            f"({pool.root}) are also in the screened categories; left out of the baseline"
+        )
+    conditions = [c for c in pool.conditions if any(s.condition == c for s in keep)]
+    return StimulusSet(pool.root, keep, conditions)
 
 
 def _condition_folder(stim_set: StimulusSet, condition: str) -> Path:

@@ -407,7 +407,7 @@ def run_screen(
             baseline = (
                 load_stimulus_set(against, allow_outside=allow_outside)
                 if against is not None
-                else shipped_baseline(categories.modality)
+                else shipped_baseline(categories.modality, categories)
             )
             check_not_in_baseline(categories, baseline)
         default_out = f"screen-{_safe(Path(stimuli).name) if stimuli else 'categories'}"
