@@ -216,7 +216,7 @@ def table(text_dir: Path, vision: Path, audio: Path) -> str:
         ),
         (
             "1/4. audio: vocal > non-vocal islands, FWHM 0",
-            *islands(c_voice, "vocal"),
+            *islands(c_voice, "vocal-non_vocal"),
             "Topo-Omni voice islands 0.575 +- 0.042 vs 0.235 +- 0.012 (ratio 2.4)",
             "`topo localize --model whisper-tiny-topo -l voice --control`",
             text.wall(ta, "localize"),
