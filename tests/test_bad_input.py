@@ -170,8 +170,11 @@ def test_ctrl_c_during_localize_exits_130_and_leaves_nothing(
     import subprocess
     import sys
 
+    # a job started in the background of a non-interactive shell (a CI runner) inherits
+    # SIGINT ignored: restore Ctrl-C's default handler, as in an interactive terminal
     script = (
-        "import sys, time\n"
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from topocli.activations import extraction\n"
         "def slow(*args, **kwargs):\n"
         "    print('extracting', flush=True)\n"
