@@ -161,6 +161,16 @@ def table(text_dir: Path, vision: Path, audio: Path) -> str:
             text.wall(tt, "intervene-loc") + " / " + text.wall(tt, "intervene-loc-control"),
         ),
     ]
+    rows.append(
+        (
+            "5. text: EMFL text fROI profiles vs human (spoken conditions' text versions)",
+            *human_r(text_dir / "compare-loc-emfl"),
+            "model fROI profiles correlate with the human ones",
+            "`topo localize --model smollm2-topo -l emfl_text --control`; `topo compare --from "
+            "loc-emfl loc-emfl-control --human-profiles ... --condition-map emfl_text`",
+            text.wall(tt, "compare-text"),
+        )
+    )
     ckpt = vision / "efficientnet-lite0-topo"
     rows.append(
         (
