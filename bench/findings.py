@@ -15,25 +15,95 @@ not measured, never filled in.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import topo_smollm2_table as text  # noqa: E402  (the text step's own readers)
-
 BEGIN, END = "<!-- findings table -->", "<!-- end findings table -->"
 VISUAL = ("faces", "bodies", "scenes", "words", "objects")
 NOT = "not measured"
+CONTRAST = "sentences-nonwords"
+
+
+def times(work: Path) -> dict[str, int]:
+    """Step name -> wall seconds (the last run of each step counts)."""
+    path = work / "times.tsv"
+    if not path.is_file():
+        return {}
+    rows = [line.split("\t") for line in path.read_text().splitlines() if line.strip()]
+    return {name: int(sec) for name, sec in rows}
+
+
+def wall(t: dict[str, int], *names: str) -> str:
+    """``12.3 min`` for the named steps together, ``-`` when one is missing."""
+    if not all(n in t for n in names):
+        return "-"
+    return f"{sum(t[n] for n in names) / 60:.1f} min"
+
+
+def curve_at(path: Path, mm: tuple[float, ...] = (1.0, 5.0, 10.0, 20.0)) -> str:
+    """``r(1 mm) 0.12, r(5 mm) ...`` from a correlation-vs-distance CSV."""
+    if not path.is_file():
+        return "not measured"
+    c = pd.read_csv(path).dropna(subset=["mean_r"])
+    parts = []
+    for d in mm:
+        row = c.iloc[(c["distance_mm"] - d).abs().argmin()]
+        parts.append(f"r({row['distance_mm']:g} mm) {row['mean_r']:.3f}")
+    return ", ".join(parts)
+
+
+def pval(p: float) -> str:
+    """``3.2e-05``; ``< 1e-15`` where the float underflowed to 0."""
+    return "< 1e-15" if p < 1e-15 else f"{p:.2g}"
+
+
+def ablation(folder: Path) -> str:
+    """Per dose: loss increase on sentences / nonwords, random-control mean, permutation p."""
+    path = folder / "stats.csv"
+    if not path.is_file():
+        return "not measured"
+    s = pd.read_csv(path)
+    s = s[(s["readout"] == "lm-loss") & (s["control"] == "random")]
+    parts = []
+    for dose, g in s.groupby("dose", sort=True):
+        eff = g[g["statistic"] == "target_effect"].iloc[0]
+        sel = g[g["statistic"] == "selectivity"].iloc[0]
+        parts.append(
+            f"{dose:g}%: +{eff['on_target_conditions']:.3f} sent / "
+            f"+{eff['on_other_conditions']:.3f} nonw nats/token, random "
+            f"{eff['control_mean']:.3f} (max {eff['control_max']:.3f}, n={eff['n_controls']}), "
+            f"p {eff['p_permutation']:.3g}; selectivity p {sel['p_permutation']:.3g}"
+        )
+    return "<br>".join(parts)
+
+
+def island_columns(c: pd.Series | None) -> dict[str, str]:
+    """Map and island Moran's I cells, trained and control, from a ``control.csv`` row."""
+    cols = dict.fromkeys(("moran_t", "moran_c", "isl_t", "isl_c"), "not measured")
+    if c is None:
+        return cols
+    ctl = c["island_moran_i_control"]
+    ratio = (
+        f"ratio {c['island_moran_i_trained'] / ctl:.2f}" if ctl > 0 else "no ratio: control <= 0"
+    )
+    return {
+        "moran_t": f"{c['map_moran_i_trained']:.3f} (difference z "
+        f"{c['map_moran_i_difference_z']:.1f}, p {pval(c['map_moran_i_difference_p'])})",
+        "moran_c": f"{c['map_moran_i_control']:.3f}",
+        "isl_t": f"{c['island_moran_i_trained']:.3f} ({ratio}; "
+        f"{int(c['n_significant_trained'])} significant units)",
+        "isl_c": f"{c['island_moran_i_control']:.3f} "
+        f"({int(c['n_significant_control'])} significant units)",
+    }
 
 
 def curve_pair(ckpt: Path) -> tuple[str, str]:
     """Held-out correlation vs distance after training, and before it (W = I + 1e-3 noise:
     the control up to that noise), from the curves ``topo train`` writes."""
     return (
-        text.curve_at(ckpt / "corr_vs_distance_after.csv"),
-        text.curve_at(ckpt / "corr_vs_distance_before.csv") + " (before training, W ~ I)",
+        curve_at(ckpt / "corr_vs_distance_after.csv"),
+        curve_at(ckpt / "corr_vs_distance_before.csv") + " (before training, W ~ I)",
     )
 
 
@@ -46,7 +116,7 @@ def islands(c: pd.DataFrame | None, contrast: str) -> tuple[str, str]:
     """Island and map Moran's I, trained and control, of one contrast of a ``control.csv``."""
     if c is None or contrast not in c.index:
         return NOT, NOT
-    cols = text.island_columns(c.loc[contrast])
+    cols = island_columns(c.loc[contrast])
     return (
         f"island {cols['isl_t']}; map {cols['moran_t']}",
         f"island {cols['isl_c']}; map {cols['moran_c']}",
@@ -59,7 +129,7 @@ def tonotopy(c: pd.DataFrame | None) -> tuple[str, str]:
     r = c.loc["anova:preferred"]
     return (
         f"Moran's I of the preferred-frequency map {r['map_moran_i_trained']:.3f} (difference z "
-        f"{r['map_moran_i_difference_z']:.1f}, p {text.pval(r['map_moran_i_difference_p'])}; "
+        f"{r['map_moran_i_difference_z']:.1f}, p {pval(r['map_moran_i_difference_p'])}; "
         f"{int(r['n_significant_trained'])} units with a significant F)",
         f"{r['map_moran_i_control']:.3f} ({int(r['n_significant_control'])} significant F)",
     )
@@ -122,43 +192,40 @@ def human_r(folder: Path) -> tuple[str, str]:
 
 
 def table(text_dir: Path, vision: Path, audio: Path) -> str:
-    tt, tv, ta = text.times(text_dir), text.times(vision), text.times(audio)
-    c_text = text.control_row(text_dir)
-    tcols = text.island_columns(c_text)
+    tt, tv, ta = times(text_dir), times(vision), times(audio)
     rows = [
         (
             "1. text: corr vs distance (held-out corpus)",
-            text.curve_at(text_dir / "curve_trained.csv"),
-            text.curve_at(text_dir / "curve_control.csv"),
+            curve_at(text_dir / "curve_trained.csv"),
+            curve_at(text_dir / "curve_control.csv"),
             "falls with distance on trained, flat on control",
             "`bench/topo_smollm2.sh` (topo train --model smollm2 ...)",
-            text.wall(tt, "train"),
+            wall(tt, "train"),
         ),
         (
             "1. text: island / map Moran's I, sentences-nonwords, FWHM 0",
-            f"island {tcols['isl_t']}; map {tcols['moran_t']}",
-            f"island {tcols['isl_c']}; map {tcols['moran_c']}",
+            *islands(control_rows(text_dir / "loc"), CONTRAST),
             "island ratio >= 2 (Topo-Omni voice 0.575 vs 0.235)",
             "`topo localize --model smollm2-topo -l language --control`",
-            text.wall(tt, "localize"),
+            wall(tt, "localize"),
         ),
         (
             "2. language: ablate the top 1% sentences>nonwords units, next-token loss, "
             "100 random controls",
-            text.ablation(text_dir / "abl-1pct-100"),
+            ablation(text_dir / "abl-1pct-100"),
             "at 20 controls: see the next row",
             "AlKhamissi et al.: top 1% collapses language, random does not (p < 0.01)",
             "`topo intervene --from loc --contrast sentences-nonwords --mode ablate "
             "--dose 1 --readout lm-loss --controls random --n-controls 100`",
-            text.wall(tt, "intervene-loc-1pct-100"),
+            wall(tt, "intervene-loc-1pct-100"),
         ),
         (
             "2. language: doses 0.5% and 5% (trained), 0.5 / 1 / 5% (control), 20 controls",
-            text.ablation(text_dir / "abl"),
-            text.ablation(text_dir / "abl-control"),
+            ablation(text_dir / "abl"),
+            ablation(text_dir / "abl-control"),
             "as above",
             "`... --dose 0.5,5 --n-controls 20` (trained), `--dose 0.5,1,5` (control)",
-            text.wall(tt, "intervene-loc") + " / " + text.wall(tt, "intervene-loc-control"),
+            wall(tt, "intervene-loc") + " / " + wall(tt, "intervene-loc-control"),
         ),
     ]
     rows.append(
@@ -168,7 +235,7 @@ def table(text_dir: Path, vision: Path, audio: Path) -> str:
             "model fROI profiles correlate with the human ones",
             "`topo localize --model smollm2-topo -l emfl_text --control`; `topo compare --from "
             "loc-emfl loc-emfl-control --human-profiles ... --condition-map emfl_text`",
-            text.wall(tt, "compare-text"),
+            wall(tt, "compare-text"),
         )
     )
     ckpt = vision / "efficientnet-lite0-topo"
@@ -178,7 +245,7 @@ def table(text_dir: Path, vision: Path, audio: Path) -> str:
             *curve_pair(ckpt),
             "falls with distance on trained, flat on control",
             "`bench/topo_sensory.sh vision` (topo train --model efficientnet-lite0 ...)",
-            text.wall(tv, "train"),
+            wall(tv, "train"),
         )
     )
     c_vis = control_rows(vision / "loc")
@@ -189,7 +256,7 @@ def table(text_dir: Path, vision: Path, audio: Path) -> str:
                 *islands(c_vis, contrast),
                 "face, body, scene, word clusters; island ratio >= 2",
                 "`topo localize --model efficientnet-lite0-topo -l emfl_visual --control`",
-                text.wall(tv, "localize"),
+                wall(tv, "localize"),
             )
         )
     rows.append(
@@ -200,7 +267,7 @@ def table(text_dir: Path, vision: Path, audio: Path) -> str:
             "Topo-Omni: new landscape and animal networks",
             "`topo screen --model efficientnet-lite0-topo --stimuli categories-visual/ "
             "--from loc --control`",
-            text.wall(tv, "screen"),
+            wall(tv, "screen"),
         )
     )
     rows.append(
@@ -210,7 +277,7 @@ def table(text_dir: Path, vision: Path, audio: Path) -> str:
             "model fROI profiles correlate with the human ones",
             "`topo compare --from loc loc-control --human-profiles "
             "emfl_human_froi_responses.csv`",
-            text.wall(tv, "compare-loc"),
+            wall(tv, "compare-loc"),
         )
     )
     ckpt = audio / "whisper-tiny-topo"
@@ -222,28 +289,28 @@ def table(text_dir: Path, vision: Path, audio: Path) -> str:
             *curve_pair(ckpt),
             "falls with distance on trained, flat on control",
             "`bench/topo_sensory.sh audio` (topo train --model whisper-tiny ...)",
-            text.wall(ta, "train"),
+            wall(ta, "train"),
         ),
         (
             "1/4. audio: vocal > non-vocal islands, FWHM 0",
             *islands(c_voice, "vocal-non_vocal"),
             "Topo-Omni voice islands 0.575 +- 0.042 vs 0.235 +- 0.012 (ratio 2.4)",
             "`topo localize --model whisper-tiny-topo -l voice --control`",
-            text.wall(ta, "localize"),
+            wall(ta, "localize"),
         ),
         (
             "4. audio: tonotopy",
             *tonotopy(c_tono),
             "a smooth preferred-frequency map (trained > control)",
             "`topo localize --model whisper-tiny-topo -l tonotopy --control`",
-            text.wall(ta, "localize-tonotopy"),
+            wall(ta, "localize-tonotopy"),
         ),
         (
             "5. audio: spoken EMFL fROI profiles vs human",
             *human_r(audio / "compare-loc-emfl"),
             "model fROI profiles correlate with the human ones",
             "`topo compare --from loc-emfl loc-emfl-control --human-profiles ...`",
-            text.wall(ta, "compare-loc-emfl"),
+            wall(ta, "compare-loc-emfl"),
         ),
     ]
     head = "| finding | trained | control | anchor | command | run time |\n" + "|---" * 6 + "|"
