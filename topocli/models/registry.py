@@ -30,48 +30,20 @@ from topocli.models.checkpoint import (
     untrained_copy,
 )
 from topocli.models.packaged import PACKAGED, ensure_converted
+from topocli.models.shipped import (  # noqa: F401  (re-exported: the registry's names)
+    CONTROL_MODEL,
+    CONTROL_OF,
+    DEFAULT_BY_MODALITY,
+    DEFAULT_MODEL,
+    SHIPPED,
+    SHIPPED_BASE,
+    control_name,
+)
 from topocli.models.topo_model import TopoModel, build_topo_model
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
-# name -> folder under topocli/data: the trained topographic checkpoints the package ships
-SHIPPED = {
-    "minilm": "minilm-topo",
-    "smollm2-topo": "smollm2-topo",
-    "efficientnet-lite0-topo": "efficientnet-lite0-topo",
-    "whisper-tiny-topo": "whisper-tiny-topo",
-}
-
-# the packaged backbone each shipped checkpoint adapts (minilm's is embedded in its package)
-SHIPPED_BASE = {
-    "smollm2-topo": "smollm2",
-    "efficientnet-lite0-topo": "efficientnet-lite0",
-    "whisper-tiny-topo": "whisper-tiny",
-}
-
-# the light text default stays MiniLM (docs/findings.md: the README's main job is ~6x slower
-# on SmolLM2); smollm2-topo is the language model for next-token read-outs
-DEFAULT_BY_MODALITY = {
-    "text": "minilm",
-    "image": "efficientnet-lite0-topo",
-    "audio": "whisper-tiny-topo",
-}
-
-DEFAULT_MODEL = DEFAULT_BY_MODALITY["text"]
-
-
-CONTROL_MODEL = "minilm-control"
-
-
 SHIPPED_DIR = DATA_DIR / SHIPPED[DEFAULT_MODEL]
-
-
-def control_name(name: str) -> str:
-    """The ``--model`` name of a shipped checkpoint's identity-adaptor control."""
-    return CONTROL_MODEL if name == DEFAULT_MODEL else f"{name}-control"
-
-
-_CONTROL_OF = {control_name(name): name for name in SHIPPED}
 
 
 def shipped_dir(name: str) -> Path:
@@ -151,8 +123,8 @@ def resolve_model(
         model.source["base_model"] = EMBEDDED_BASE
         model.source["name"] = CONTROL_MODEL
         return model
-    if spec in _CONTROL_OF and not Path(spec).exists():
-        control = identity_control(_load_shipped(_CONTROL_OF[spec], dtype))
+    if spec in CONTROL_OF and not Path(spec).exists():
+        control = identity_control(_load_shipped(CONTROL_OF[spec], dtype))
         control.source["name"] = spec
         return control
     if spec in PACKAGED and not Path(spec).exists():
@@ -193,7 +165,7 @@ def model_spec_of(identity: dict | None, parameters: dict | None = None) -> str 
         A shipped name, a checkpoint folder or a base model; None for the shipped default.
     """
     ident = dict(identity or {})
-    if ident.get("name") in SHIPPED or ident.get("name") in _CONTROL_OF:
+    if ident.get("name") in SHIPPED or ident.get("name") in CONTROL_OF:
         return str(ident["name"])
     if ident.get("checkpoint"):
         return str(ident["checkpoint"])

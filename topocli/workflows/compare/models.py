@@ -18,15 +18,11 @@ import numpy as np
 import pandas as pd
 
 from topocli.errors import TopoInputError
+from topocli.models.shipped import CONTROL_OF
 from topocli.reporting.reader import Results, read_results
 from topocli.stats.froi import PROFILE_COLUMNS
 
-CONTROL_NAMES = (
-    "minilm-control",
-    "smollm2-topo-control",
-    "efficientnet-lite0-topo-control",
-    "whisper-tiny-topo-control",
-)
+CONTROL_NAMES = tuple(CONTROL_OF)
 # the columns compare needs of a profiles.csv: the fROI, the condition and the held-out response
 MODEL_PROFILE_COLUMNS = tuple(PROFILE_COLUMNS[: PROFILE_COLUMNS.index("response_mean") + 1])
 MODEL_CLUSTER_COLUMNS = ("contrast", "n_units", "moran_i")
