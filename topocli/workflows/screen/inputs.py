@@ -48,11 +48,8 @@ def shipped_baseline(modality: str = "text", categories: StimulusSet | None = No
     pool = load_stimulus_set(baseline_pool(modality))
     if modality == "text" or categories is None:
         return pool
-    def digest(s: Stimulus) -> str:
-        return hashlib.sha256(s.content_bytes()).hexdigest()
-
-    screened = {digest(s) for s in categories.stimuli}
-    keep = [s for s in pool.stimuli if digest(s) not in screened]
+    screened = {_digest(s) for s in categories.stimuli}
+    keep = [s for s in pool.stimuli if _digest(s) not in screened]
     if len(keep) < len(pool.stimuli):
         warn(
             f"{len(pool.stimuli) - len(keep)} stimuli of the {modality} baseline pool "
@@ -80,9 +77,14 @@ def check_categories(stim_set: StimulusSet, minimum: int = MIN_STIMULI) -> None:
             )
 
 
+def _digest(stimulus: Stimulus) -> str:
+    """SHA-256 of one stimulus's content (its text, or its file's bytes)."""
+    return hashlib.sha256(stimulus.content_bytes()).hexdigest()
+
+
 def _stimuli_hash(stimuli: Iterable[Stimulus]) -> str:
     """Order- and name-independent hash of a list of stimuli (sorted per-stimulus digests)."""
-    digests = sorted(hashlib.sha256(s.content_bytes()).hexdigest() for s in stimuli)
+    digests = sorted(_digest(s) for s in stimuli)
     return hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
 
